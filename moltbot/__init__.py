@@ -1,0 +1,3 @@
+"""Moltbot: a private, self-hosted AI assistant."""
+
+__version__ = "0.1.0"

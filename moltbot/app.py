@@ -1,0 +1,99 @@
+"""Composition root: build the services from a Runtime and wire them into the FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from starlette.routing import Route
+
+from moltbot import __version__
+from moltbot.engine.backend import Backend
+from moltbot.engine.bert_backend import BertEmbedder
+from moltbot.engine.errors import ModelLoadError
+from moltbot.engine.llama_backend import LlamaBackend, LlamaOptions
+from moltbot.engine.worker import WorkerLimits
+from moltbot.gateway.auth import AuthMiddleware
+from moltbot.gateway.errors import install_error_handlers
+from moltbot.gateway.limits import BodyLimitMiddleware
+from moltbot.gateway.routes import chat, completions, embeddings, health, models
+from moltbot.gateway.serving import OpenAIServing
+from moltbot.gateway.timing import TimingMiddleware
+from moltbot.models.manager import BackendFactory, ModelManager
+from moltbot.models.store import ModelFormat, ModelSource, discover, install_bundled
+from moltbot.settings import Runtime
+from moltbot.storage.database import open_database
+from moltbot.storage.keys import KeyStore, Scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Services:
+    runtime: Runtime
+    keys: KeyStore
+    models: ModelManager
+
+
+def backend_factory(runtime: Runtime) -> BackendFactory:
+    options = LlamaOptions(runtime.context_size, runtime.batch_size, runtime.threads, runtime.gpu_layers)
+
+    def build(source: ModelSource) -> Backend:
+        if source.format is ModelFormat.GGUF:
+            return LlamaBackend(source.id, source.path, options)
+        if source.format is ModelFormat.HF_BERT:
+            return BertEmbedder(source.id, source.path, runtime.profile.embedding_batch)
+        raise ModelLoadError(f"unsupported model format {source.format}")
+
+    return build
+
+
+def build_services(runtime: Runtime) -> Services:
+    settings = runtime.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys = KeyStore(open_database(settings.database_path))
+    limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
+    return Services(runtime, keys, ModelManager(backend_factory(runtime), limits))
+
+
+def ensure_admin_key(keys: KeyStore) -> str | None:
+    """On first start, create an admin key; the caller prints the token once."""
+    if keys.has_active_admin():
+        return None
+    _, token = keys.create("admin", frozenset({Scope.ADMIN}))
+    return token
+
+
+def load_models(services: Services) -> None:
+    settings = services.runtime.settings
+    try:
+        if settings.bundled_models:
+            install_bundled(settings.models_dir)
+    except Exception:
+        log.exception("could not place the bundled models in the model store")
+    services.models.load_all(discover(settings.models_dir, settings.model_path))
+
+
+def create_app(services: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=load_models, args=(services,), name="model-loader", daemon=True)
+        loader.start()
+        yield
+        services.models.close()
+
+    app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.models = services.models
+    app.state.serving = OpenAIServing(services.models, services.runtime.settings)
+    install_error_handlers(app)
+    for module in (health, models, chat, completions, embeddings):
+        app.include_router(module.router)
+    routes = [r for r in app.router.routes if isinstance(r, Route)]
+    app.add_middleware(AuthMiddleware, keys=services.keys, routes=routes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=services.runtime.settings.max_body_bytes)
+    app.add_middleware(TimingMiddleware)
+    return app

@@ -1,0 +1,262 @@
+"""The `moltbot` command: serve, chat, models, keys, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+import uvicorn
+from pydantic import ValidationError
+
+from moltbot import __version__
+from moltbot.app import build_services, create_app, ensure_admin_key
+from moltbot.resources import detect
+from moltbot.settings import Runtime, Settings, resolve
+from moltbot.storage.database import open_database
+from moltbot.storage.keys import DEFAULT_SCOPES, KeyStore, UnknownScopeError, parse_scopes
+
+log = logging.getLogger("moltbot")
+
+
+def _runtime(**overrides: object) -> Runtime:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    return resolve(settings, detect(settings.data_dir))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _table(rows: Sequence[Sequence[object]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    runtime = _runtime(host=args.host, port=args.port)
+    settings = runtime.settings
+    _setup_logging(settings.log_level)
+    log.info("moltbot %s, profile %s", __version__, runtime.profile.name.value)
+    log.info("effective settings: %s", json.dumps(runtime.describe(), sort_keys=True))
+    services = build_services(runtime)
+    token = ensure_admin_key(services.keys)
+    if token is not None:
+        print(f"Admin API key (shown once, store it now): {token}", flush=True)  # noqa: T201
+    app = create_app(services)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+    )
+    print(f"Moltbot listening on http://{settings.host}:{settings.port}/v1", flush=True)  # noqa: T201
+    uvicorn.Server(config).run()
+    return 0
+
+
+# -- chat ----------------------------------------------------------------------------------------
+
+
+def _stream_reply(client: httpx.Client, model: str, history: list[dict[str, str]]) -> str:
+    pieces: list[str] = []
+    body = {"model": model, "messages": history, "stream": True}
+    with client.stream("POST", "/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            message = response.json().get("error", {}).get("message", response.text)
+            print(f"error {response.status_code}: {message}")  # noqa: T201
+            return ""
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            for choice in event.get("choices", []):
+                text = choice.get("delta", {}).get("content") or ""
+                pieces.append(text)
+                print(text, end="", flush=True)  # noqa: T201
+    print()  # noqa: T201
+    return "".join(pieces)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    key = args.key or os.environ.get("MOLTBOT_API_KEY")
+    if not key:
+        print("an API key is needed: --key or MOLTBOT_API_KEY", file=sys.stderr)  # noqa: T201
+        return 2
+    history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=300) as client:
+        print(f"Chatting with {args.model} at {args.url} (Ctrl-D to quit)")  # noqa: T201
+        while True:
+            try:
+                line = input("> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()  # noqa: T201
+                return 0
+            if not line:
+                continue
+            history.append({"role": "user", "content": line})
+            try:
+                answer = _stream_reply(client, args.model, history)
+            except httpx.HTTPError as exc:
+                print(f"cannot reach the server: {exc}", file=sys.stderr)  # noqa: T201
+                return 1
+            history.append({"role": "assistant", "content": answer})
+
+
+# -- models, keys --------------------------------------------------------------------------------
+
+
+def cmd_models_list(_: argparse.Namespace) -> int:
+    from moltbot.models.store import discover
+
+    settings = Settings()
+    sources = discover(settings.models_dir, settings.model_path)
+    rows: list[list[object]] = [["ID", "FORMAT", "SIZE (MB)", "PATH"]]
+    for s in sources:
+        size = (
+            s.path.stat().st_size
+            if s.path.is_file()
+            else sum(p.stat().st_size for p in s.path.rglob("*") if p.is_file())
+        )
+        rows.append([s.id, s.format.value, f"{size / 1e6:.1f}", s.path])
+    print(_table(rows) if sources else "no models in the store yet (they are placed on first `moltbot serve`)")  # noqa: T201
+    return 0
+
+
+def _keys() -> KeyStore:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return KeyStore(open_database(settings.database_path))
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    try:
+        scopes = parse_scopes(args.scopes) if args.scopes else DEFAULT_SCOPES
+    except UnknownScopeError as exc:
+        print(str(exc), file=sys.stderr)  # noqa: T201
+        return 2
+    expires = time.time() + args.expires_days * 86400 if args.expires_days else None
+    key, token = _keys().create(args.name, scopes, expires)
+    print(f"created key {key.id} ({args.name}) with scopes {','.join(sorted(scopes))}")  # noqa: T201
+    print(token)  # noqa: T201
+    return 0
+
+
+def cmd_keys_list(_: argparse.Namespace) -> int:
+    now = time.time()
+    rows: list[list[object]] = [["ID", "NAME", "SCOPES", "CREATED", "STATE"]]
+    for k in _keys().list():
+        state = "active" if k.is_active(now) else ("revoked" if k.revoked_at else "expired")
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created_at))
+        rows.append([k.id, k.name, ",".join(sorted(k.scopes)), created, state])
+    print(_table(rows))  # noqa: T201
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    if _keys().revoke(args.id):
+        print(f"revoked key {args.id}")  # noqa: T201
+        return 0
+    print(f"no active key {args.id}", file=sys.stderr)  # noqa: T201
+    return 1
+
+
+# -- doctor --------------------------------------------------------------------------------------
+
+
+def cmd_doctor(_: argparse.Namespace) -> int:
+    from moltbot.app import backend_factory
+    from moltbot.models.store import discover
+
+    runtime = _runtime()
+    r = runtime.resources
+    rows: list[list[object]] = [
+        ["CHECK", "VALUE"],
+        ["cores (physical/logical)", f"{r.physical_cores}/{r.logical_cores}"],
+        ["memory", f"{r.memory_gib:.1f} GiB"],
+        ["free disk (data dir)", f"{r.disk_free_bytes / (1 << 30):.1f} GiB"],
+        ["GPUs", r.gpu_count],
+        ["profile", runtime.profile.name.value],
+        ["threads / context / batch", f"{runtime.threads} / {runtime.context_size} / {runtime.batch_size}"],
+        ["data dir", runtime.settings.data_dir],
+    ]
+    status = 0
+    build = backend_factory(runtime)
+    for source in discover(runtime.settings.models_dir, runtime.settings.model_path):
+        started = time.perf_counter()
+        try:
+            build(source).close()
+            rows.append([f"model {source.id}", f"loads ({time.perf_counter() - started:.1f} s)"])
+        except Exception as exc:  # noqa: BLE001 - doctor reports every failure
+            rows.append([f"model {source.id}", f"FAILS: {exc}"])
+            status = 1
+    print(_table(rows))  # noqa: T201
+    return status
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moltbot", description="A private, self-hosted AI assistant.")
+    parser.add_argument("--version", action="version", version=f"moltbot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    chat = sub.add_parser("chat", help="chat with a running server in the terminal")
+    chat.add_argument("--url", default="http://127.0.0.1:8080/v1")
+    chat.add_argument("--key", help="API key (default: $MOLTBOT_API_KEY)")
+    chat.add_argument("--model", default="gemma-3-270m")
+    chat.add_argument("--system", help="a system prompt")
+    chat.set_defaults(func=cmd_chat)
+
+    models = sub.add_parser("models", help="the model store").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="list models in the store").set_defaults(func=cmd_models_list)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key; the token is the last line printed")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", help="comma-separated, e.g. chat,admin (default: chat,embeddings,models:read)")
+    create.add_argument("--expires-days", type=float)
+    create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="list keys").set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+    sub.add_parser("doctor", help="check resources, profile and models").set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

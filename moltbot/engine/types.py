@@ -1,0 +1,94 @@
+"""Values passed between the engine and its callers; no HTTP here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ModelKind(enum.StrEnum):
+    GENERATE = "generate"
+    EMBED = "embed"
+
+
+class FinishReason(enum.StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+class Role(enum.StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(slots=True, frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    """What a loaded model is and what it can do."""
+
+    id: str
+    kind: ModelKind
+    path: str
+    created: int
+    context_size: int
+    embedding_dim: int = 0
+    has_chat_template: bool = False
+    size_bytes: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingParams:
+    """How to sample one completion. `grammar` is GBNF text constraining the output."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 40
+    min_p: float = 0.05
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    grammar: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Prompt:
+    """A prompt already tokenized, with the stop strings its template needs."""
+
+    tokens: tuple[int, ...]
+    template_stop: tuple[str, ...] = ()
+    strip_leading_space: bool = False  # the template ends in "Assistant:"; drop the answer's first space
+
+
+@dataclass(slots=True, frozen=True)
+class Chunk:
+    """A piece of streamed output; the last one carries the finish reason and usage."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    engine_seconds: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class Embeddings:
+    vectors: list[list[float]] = field(default_factory=list)
+    prompt_tokens: int = 0

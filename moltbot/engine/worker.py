@@ -1,0 +1,154 @@
+"""Runs one backend on its own thread and bridges it to asyncio with a bounded admission queue.
+
+One thread owns the model (llama.cpp contexts are not thread-safe). Requests beyond
+`max_queue` waiting are refused at once; a request that waits longer than `queue_timeout_s`
+is refused when its turn comes; a cancelled stream stops at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from moltbot.engine.backend import Backend
+from moltbot.engine.errors import EngineBusyError, RequestTimeoutError
+from moltbot.engine.types import (
+    Chunk,
+    Completion,
+    Embeddings,
+    FinishReason,
+    ModelInfo,
+    Prompt,
+    SamplingParams,
+)
+
+T = TypeVar("T")
+_END = object()
+
+
+@dataclass(slots=True, frozen=True)
+class WorkerLimits:
+    max_queue: int
+    queue_timeout_s: float
+    request_timeout_s: float
+
+
+class ModelWorker:
+    """The async face of one loaded model."""
+
+    def __init__(self, backend: Backend, limits: WorkerLimits) -> None:
+        self._backend = backend
+        self._limits = limits
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{backend.info.id}")
+        self._admitted = 0
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._backend.info
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def queue_depth(self) -> int:
+        return self._admitted
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self._admitted >= self._limits.max_queue + 1:
+                raise EngineBusyError(f"model {self.info.id!r} is busy; retry later", retry_after_s=1)
+            self._admitted += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the engine thread, after admission."""
+        self._admit()
+        enqueued = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed(fn, enqueued))
+        finally:
+            self._release()
+
+    def _timed(self, fn: Callable[[], T], enqueued: float) -> Callable[[], T]:
+        def run() -> T:
+            self._check_queue_wait(enqueued)
+            return fn()
+
+        return run
+
+    def _check_queue_wait(self, enqueued: float) -> None:
+        if time.monotonic() - enqueued > self._limits.queue_timeout_s:
+            raise EngineBusyError("request waited too long for the model; retry later", retry_after_s=2)
+
+    async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return await self.call(lambda: self._backend.tokenize(text, add_special=add_special))
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        return await self.call(lambda: self._backend.embed(texts))
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        """Generate a whole completion; raises RequestTimeoutError past the request time limit."""
+        started = time.perf_counter()
+        pieces: list[str] = []
+        last = Chunk("")
+        async for chunk in self.stream(prompt, params):
+            pieces.append(chunk.text)
+            last = chunk
+        if last.finish_reason is FinishReason.TIMEOUT:
+            raise RequestTimeoutError("generation exceeded the request time limit")
+        reason = last.finish_reason or FinishReason.STOP
+        elapsed = time.perf_counter() - started
+        return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens, elapsed)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Stream chunks; closing the iterator (client gone) stops generation at the next token."""
+        self._admit()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+        deadline = time.monotonic() + self._limits.request_timeout_s
+        enqueued = time.monotonic()
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def produce() -> None:
+            try:
+                self._check_queue_wait(enqueued)
+                for chunk in self._backend.stream(prompt, params, cancel):
+                    put(chunk)
+                    if time.monotonic() > deadline and chunk.finish_reason is None:
+                        cancel.set()
+                        put(Chunk("", FinishReason.TIMEOUT))
+                        break
+            except Exception as exc:  # noqa: BLE001 - forwarded to the awaiting coroutine
+                put(exc)
+            finally:
+                put(_END)
+
+        future = loop.run_in_executor(self._executor, produce)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, Chunk)  # noqa: S101 - queue carries only these
+                yield item
+                if item.finish_reason is FinishReason.TIMEOUT:
+                    break
+        finally:
+            cancel.set()
+            future.add_done_callback(lambda _: self._release())
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._backend.close()

@@ -1,0 +1,83 @@
+"""Deny by default: every route needs a valid key and its declared scope, but an explicit allow-list.
+
+The scope of each route is declared in ROUTE_SCOPES, in one place. A route that matches but has
+no declaration is refused (403), so a new route cannot be left open by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from moltbot.gateway.errors import envelope
+from moltbot.storage.keys import KeyStore
+from moltbot.storage.keys import Scope as KeyScope
+
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
+ANY_SCOPE: Final = None
+
+ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
+    "/openapi.json": ANY_SCOPE,
+    "/v1/models": KeyScope.MODELS_READ,
+    "/v1/models/{model_id}": KeyScope.MODELS_READ,
+    "/v1/chat/completions": KeyScope.CHAT,
+    "/v1/completions": KeyScope.CHAT,
+    "/v1/embeddings": KeyScope.EMBEDDINGS,
+}
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if kind.lower() == "bearer" and token.strip() else None
+    return None
+
+
+async def _deny(send: Send, status: int, message: str, kind: str) -> None:
+    body = json.dumps(envelope(message, kind)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuthMiddleware:
+    """Checks the bearer key, then the scope declared for the matched route."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, routes: list[Route]) -> None:
+        self._app = app
+        self._keys = keys
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self._app(scope, receive, send)
+            return
+        token = _bearer(scope)
+        key = self._keys.authenticate(token) if token else None
+        if key is None:
+            await _deny(send, 401, "invalid or missing API key", "authentication_error")
+            return
+        template = self._route_template(scope)
+        if template is not None:
+            if template not in ROUTE_SCOPES:
+                await _deny(send, 403, "this route has no declared scope and is refused", "permission_error")
+                return
+            needed = ROUTE_SCOPES[template]
+            if needed is not None and not key.allows(needed):
+                await _deny(send, 403, f"this API key lacks the '{needed.value}' scope", "permission_error")
+                return
+        scope.setdefault("state", {})["api_key"] = key
+        await self._app(scope, receive, send)
+
+    def _route_template(self, scope: Scope) -> str | None:
+        for route in self._routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                return route.path
+        return None

@@ -1,0 +1,128 @@
+"""The OpenAI error envelope, and the one place where every error becomes an HTTP response."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from moltbot.engine.errors import (
+    ContextLengthError,
+    EngineBusyError,
+    EngineError,
+    InvalidGrammarError,
+    ModelLoadError,
+    RequestTimeoutError,
+    UnsupportedOperationError,
+)
+from moltbot.models.manager import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error the gateway answers with the OpenAI envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002 - the envelope's field name
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+def envelope(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:  # noqa: A002
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(error: APIError) -> JSONResponse:
+    body = envelope(error.message, error.type, error.param, error.code)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def from_engine(exc: EngineError) -> APIError:
+    """Map a named engine error to its HTTP status and envelope."""
+    if isinstance(exc, ModelNotFoundError):
+        return APIError(404, exc.message, param=exc.param, code="model_not_found")
+    if isinstance(exc, EngineBusyError):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return APIError(503, exc.message, type="server_overloaded", code="engine_busy", headers=headers)
+    if isinstance(exc, ContextLengthError):
+        return APIError(400, exc.message, param=exc.param, code="context_length_exceeded")
+    if isinstance(exc, (UnsupportedOperationError, InvalidGrammarError)):
+        return APIError(400, exc.message, param=exc.param, code="unsupported")
+    if isinstance(exc, RequestTimeoutError):
+        return APIError(504, exc.message, type="timeout_error", code="request_timeout")
+    if isinstance(exc, ModelLoadError):
+        return APIError(500, "the model failed to load", type="server_error")
+    return APIError(500, "internal error in the engine", type="server_error")
+
+
+_STATUS_TEXT = {
+    401: ("authentication_error", "invalid or missing API key"),
+    403: ("permission_error", "this API key lacks the scope for this route"),
+    404: ("invalid_request_error", "no such route"),
+    405: ("invalid_request_error", "method not allowed on this route"),
+    413: ("invalid_request_error", "request body too large"),
+}
+
+
+def _validation_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or None
+
+
+async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)  # noqa: S101 - registered for this type only
+    return error_response(exc)
+
+
+async def _on_engine_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EngineError)  # noqa: S101 - registered for this type only
+    return error_response(from_engine(exc))
+
+
+async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
+    kind, message = _STATUS_TEXT.get(exc.status_code, ("invalid_request_error", "request failed"))
+    return error_response(APIError(exc.status_code, message, type=kind, headers=dict(exc.headers or {})))
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return error_response(APIError(400, "the request body is not valid JSON", code="invalid_json"))
+    param = _validation_param(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid request"))
+    text = f"invalid value for '{param}': {message}" if param else message
+    return error_response(APIError(400, text, param=param, code="invalid_value"))
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(APIError(500, "internal server error", type="server_error"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _on_api_error)
+    app.add_exception_handler(EngineError, _on_engine_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

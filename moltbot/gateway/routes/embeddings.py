@@ -1,0 +1,18 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from moltbot.gateway.schemas import EmbeddingRequest
+from moltbot.gateway.timing import ENGINE_SECONDS_KEY
+
+router = APIRouter()
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+    reply = await request.app.state.serving.embeddings(body)
+    request.scope["state"][ENGINE_SECONDS_KEY] = reply.engine_seconds
+    return JSONResponse(reply.body)

@@ -1,0 +1,370 @@
+"""What the OpenAI-compatible endpoints do: validate against limits, call the engine, shape replies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from moltbot.engine.errors import ContextLengthError, EngineError, RequestTimeoutError, UnsupportedOperationError
+from moltbot.engine.grammars import JSON_OBJECT_GRAMMAR, json_schema_grammar
+from moltbot.engine.types import ChatMessage, Chunk, FinishReason, ModelKind, Prompt, Role, SamplingParams
+from moltbot.engine.worker import ModelWorker
+from moltbot.gateway.errors import APIError, envelope, from_engine
+from moltbot.gateway.schemas import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponseFormat,
+)
+from moltbot.gateway.sse import sse
+from moltbot.models.manager import ModelManager
+from moltbot.settings import Settings
+
+log = logging.getLogger(__name__)
+_LONG_TEXT = 16_384  # characters; longer prompts are tokenized off the event loop
+_ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
+
+
+@dataclass(slots=True)
+class Reply:
+    body: dict[str, Any]
+    engine_seconds: float
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish(reason: FinishReason | None) -> str | None:
+    if reason is None:
+        return None
+    return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+async def _off_loop_if_long(size: int, fn: Any, *args: Any) -> Any:
+    if size > _LONG_TEXT:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+class OpenAIServing:
+    """Chat, completions and embeddings over the loaded models."""
+
+    def __init__(self, models: ModelManager, settings: Settings) -> None:
+        self._models = models
+        self._settings = settings
+
+    # -- shared checks -------------------------------------------------------------------------
+
+    def _generator(self, model_id: str) -> ModelWorker:
+        worker = self._models.get(model_id)
+        if worker.info.kind is not ModelKind.GENERATE:
+            raise UnsupportedOperationError(f"model {model_id!r} is an embedding model", param="model")
+        return worker
+
+    def _check_common(self, n: int | None, stops: Sequence[str], unsupported: str | None) -> None:
+        limits = self._settings
+        if unsupported is not None:
+            raise APIError(
+                400, f"'{unsupported}' is not supported by this server", param=unsupported, code="unsupported"
+            )
+        if (n or 1) > limits.max_n:
+            raise APIError(400, f"n must be at most {limits.max_n}", param="n", code="invalid_value")
+        if len(stops) > limits.max_stop:
+            raise APIError(400, f"at most {limits.max_stop} stop sequences are allowed", param="stop")
+        if any(len(s) > limits.max_stop_chars for s in stops):
+            raise APIError(400, f"stop sequences are limited to {limits.max_stop_chars} characters", param="stop")
+
+    def _max_tokens(self, worker: ModelWorker, prompt: Prompt, requested: int | None, param: str) -> int:
+        room = worker.info.context_size - len(prompt.tokens)
+        if room <= 0:
+            raise ContextLengthError(
+                f"the prompt has {len(prompt.tokens)} tokens; the model's context is {worker.info.context_size}",
+                param="messages" if param == "max_tokens" and requested is None else param,
+            )
+        if requested is None:
+            return min(room, self._settings.max_tokens_limit)
+        if requested > self._settings.max_tokens_limit:
+            raise APIError(400, f"{param} must be at most {self._settings.max_tokens_limit}", param=param)
+        if requested > room:
+            raise ContextLengthError(
+                f"{param} ({requested}) exceeds the context left after the prompt ({room} tokens)", param=param
+            )
+        return requested
+
+    @staticmethod
+    def _grammar(fmt: ResponseFormat | None) -> str | None:
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.type == "json_object":
+            return JSON_OBJECT_GRAMMAR
+        if fmt.json_schema is None:
+            raise APIError(400, "response_format.json_schema is required", param="response_format.json_schema")
+        return json_schema_grammar(fmt.json_schema.schema_)
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    def _messages(self, messages: list[ChatMessageIn]) -> list[ChatMessage]:
+        if len(messages) > self._settings.max_messages:
+            raise APIError(400, f"at most {self._settings.max_messages} messages are allowed", param="messages")
+        return [ChatMessage(_ROLES[m.role], m.text()) for m in messages]
+
+    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[ModelWorker, Prompt, SamplingParams]:
+        self._check_common(req.n, req.stop_list(), req.unsupported())
+        worker = self._generator(req.model)
+        messages = self._messages(req.messages)
+        size = sum(len(m.content) for m in messages)
+        prompt: Prompt = await _off_loop_if_long(size, worker.backend.render_chat, messages)
+        requested = req.max_completion_tokens or req.max_tokens
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        params = SamplingParams(
+            max_tokens=self._max_tokens(worker, prompt, requested, param),
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            seed=req.seed,
+            stop=tuple(req.stop_list()),
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            grammar=self._grammar(req.response_format),
+        )
+        return worker, prompt, params
+
+    async def chat(self, req: ChatCompletionRequest) -> Reply:
+        worker, prompt, params = await self.prepare_chat(req)
+        done = await worker.generate(prompt, params)
+        body = {
+            "id": f"chatcmpl-{secrets.token_hex(12)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": worker.info.id,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": done.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": _finish(done.finish_reason),
+                }
+            ],
+            "usage": _usage(done.prompt_tokens, done.completion_tokens),
+        }
+        return Reply(body, done.engine_seconds)
+
+    async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
+        worker, prompt, params = await self.prepare_chat(req)
+        chunks = await _started(worker.stream(prompt, params))
+        return self._chat_events(worker.info.id, chunks, req.include_usage())
+
+    async def _chat_events(self, model: str, chunks: AsyncIterator[Chunk], include_usage: bool) -> AsyncIterator[bytes]:
+        base = {
+            "id": f"chatcmpl-{secrets.token_hex(12)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
+        extra = {"usage": None} if include_usage else {}
+
+        def event(delta: dict[str, Any], finish: str | None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return sse({**base, "choices": [choice], **extra})
+
+        yield event({"role": "assistant", "content": ""}, None)
+        last = Chunk("")
+        try:
+            async for last in chunks:
+                if last.text:
+                    yield event({"content": last.text}, None)
+            if last.finish_reason is FinishReason.TIMEOUT:
+                raise RequestTimeoutError("generation exceeded the request time limit")
+        except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+            yield _error_event(exc)
+            yield sse("[DONE]")
+            return
+        yield event({}, _finish(last.finish_reason) or "stop")
+        if include_usage:
+            yield sse({**base, "choices": [], "usage": _usage(last.prompt_tokens, last.completion_tokens)})
+        yield sse("[DONE]")
+
+    # -- completions ---------------------------------------------------------------------------
+
+    async def prepare_completion(
+        self, req: CompletionRequest
+    ) -> tuple[ModelWorker, list[tuple[Prompt, SamplingParams]]]:
+        self._check_common(req.n, req.stop_list(), req.unsupported())
+        worker = self._generator(req.model)
+        prompts = req.prompts()
+        if not prompts:
+            raise APIError(400, "prompt must not be empty", param="prompt")
+        if len(prompts) > self._settings.max_embedding_inputs:
+            raise APIError(400, f"at most {self._settings.max_embedding_inputs} prompts are allowed", param="prompt")
+        jobs = []
+        for text in prompts:
+            tokens: list[int] = await _off_loop_if_long(len(text), worker.backend.tokenize, text)
+            prompt = Prompt(tuple(tokens))
+            params = SamplingParams(
+                max_tokens=self._max_tokens(worker, prompt, req.max_tokens, "max_tokens"),
+                temperature=1.0 if req.temperature is None else req.temperature,
+                top_p=1.0 if req.top_p is None else req.top_p,
+                seed=req.seed,
+                stop=tuple(req.stop_list()),
+                presence_penalty=req.presence_penalty or 0.0,
+                frequency_penalty=req.frequency_penalty or 0.0,
+            )
+            jobs.append((prompt, params))
+        return worker, jobs
+
+    async def completion(self, req: CompletionRequest) -> Reply:
+        worker, jobs = await self.prepare_completion(req)
+        choices, prompt_tokens, completion_tokens, engine = [], 0, 0, 0.0
+        for index, ((prompt, params), text) in enumerate(zip(jobs, req.prompts(), strict=True)):
+            done = await worker.generate(prompt, params)
+            prefix = text if req.echo else ""
+            choices.append(
+                {
+                    "text": prefix + done.text,
+                    "index": index,
+                    "logprobs": None,
+                    "finish_reason": _finish(done.finish_reason),
+                }
+            )
+            prompt_tokens += done.prompt_tokens
+            completion_tokens += done.completion_tokens
+            engine += done.engine_seconds
+        body = {
+            "id": f"cmpl-{secrets.token_hex(12)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": worker.info.id,
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
+        return Reply(body, engine)
+
+    async def completion_stream(self, req: CompletionRequest) -> AsyncIterator[bytes]:
+        worker, jobs = await self.prepare_completion(req)
+        first = await _started(worker.stream(*jobs[0]))
+        return self._completion_events(worker, jobs, first, req)
+
+    async def _completion_events(
+        self,
+        worker: ModelWorker,
+        jobs: list[tuple[Prompt, SamplingParams]],
+        first: AsyncIterator[Chunk],
+        req: CompletionRequest,
+    ) -> AsyncIterator[bytes]:
+        base = {
+            "id": f"cmpl-{secrets.token_hex(12)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": worker.info.id,
+            "system_fingerprint": None,
+        }
+        extra = {"usage": None} if req.include_usage() else {}
+        prompt_tokens = completion_tokens = 0
+
+        def event(index: int, text: str, finish: str | None) -> bytes:
+            choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+            return sse({**base, "choices": [choice], **extra})
+
+        for index, (job, text) in enumerate(zip(jobs, req.prompts(), strict=True)):
+            chunks = first if index == 0 else worker.stream(*job)
+            if req.echo:
+                yield event(index, text, None)
+            last = Chunk("")
+            try:
+                async for last in chunks:
+                    if last.text:
+                        yield event(index, last.text, None)
+                if last.finish_reason is FinishReason.TIMEOUT:
+                    raise RequestTimeoutError("generation exceeded the request time limit")
+            except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+                yield _error_event(exc)
+                yield sse("[DONE]")
+                return
+            yield event(index, "", _finish(last.finish_reason) or "stop")
+            prompt_tokens += last.prompt_tokens
+            completion_tokens += last.completion_tokens
+        if req.include_usage():
+            yield sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
+        yield sse("[DONE]")
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    async def embeddings(self, req: EmbeddingRequest) -> Reply:
+        worker = self._models.get(req.model)
+        if worker.info.kind is not ModelKind.EMBED:
+            raise APIError(400, f"model {req.model!r} does not serve embeddings", param="model", code="unsupported")
+        texts = req.inputs()
+        if not texts or len(texts) > self._settings.max_embedding_inputs:
+            raise APIError(400, f"input must hold 1 to {self._settings.max_embedding_inputs} items", param="input")
+        if any(not t for t in texts):
+            raise APIError(400, "input items must be non-empty strings", param="input")
+        if req.dimensions is not None and req.dimensions != worker.info.embedding_dim:
+            raise APIError(
+                400, f"this model's embeddings have {worker.info.embedding_dim} dimensions", param="dimensions"
+            )
+        started = time.perf_counter()
+        result = await worker.embed(texts)
+        elapsed = time.perf_counter() - started
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, req.encoding_format)}
+            for i, v in enumerate(result.vectors)
+        ]
+        usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+        return Reply({"object": "list", "data": data, "model": worker.info.id, "usage": usage}, elapsed)
+
+    # -- models --------------------------------------------------------------------------------
+
+    def list_models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [_model_card(e.source.id, e.worker) for e in self._models.entries() if e.worker],
+        }
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return _model_card(model_id, self._models.get(model_id))
+
+
+def _model_card(model_id: str, worker: ModelWorker | None) -> dict[str, Any]:
+    created = worker.info.created if worker else 0
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "moltbot"}
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode("ascii")
+    return vector
+
+
+async def _started(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """Wait for the first chunk so admission and load errors become HTTP errors, not broken streams."""
+    iterator = aiter(chunks)
+    first = await anext(iterator)
+
+    async def chained() -> AsyncIterator[Chunk]:
+        yield first
+        async for chunk in iterator:
+            yield chunk
+
+    return chained()
+
+
+def _error_event(exc: Exception) -> bytes:
+    """An error met mid-stream, sent as a final event (the HTTP status is already on the wire)."""
+    if isinstance(exc, EngineError):
+        error = from_engine(exc)
+    else:
+        log.error("stream failed", exc_info=exc)
+        error = APIError(500, "internal server error", type="server_error")
+    return sse(envelope(error.message, error.type, error.param, error.code))

@@ -1,0 +1,168 @@
+"""One validated settings object: environment (MOLTBOT_*), an optional TOML file, profiles."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from moltbot.resources import Resources
+
+CONFIG_ENV = "MOLTBOT_CONFIG"
+_GIB = 1 << 30
+
+
+class ProfileName(enum.StrEnum):
+    AUTO = "auto"
+    MINIMAL = "minimal"
+    STANDARD = "standard"
+    PRO = "pro"
+
+
+@dataclass(slots=True, frozen=True)
+class Profile:
+    """Defaults sized for a class of machine; any setting overrides them."""
+
+    name: ProfileName
+    context_size: int
+    batch_size: int
+    max_queue: int
+    embedding_batch: int
+
+
+PROFILES: dict[ProfileName, Profile] = {
+    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8),
+    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 8192, 512, 16, 32),
+    ProfileName.PRO: Profile(ProfileName.PRO, 32768, 1024, 64, 64),
+}
+
+
+def choose_profile(resources: Resources) -> Profile:
+    """Pick a profile from what the machine offers: minimal fits in 2 GB of RAM."""
+    if resources.memory_bytes < 4 * _GIB or resources.physical_cores < 2:
+        return PROFILES[ProfileName.MINIMAL]
+    if resources.memory_bytes >= 32 * _GIB and (resources.gpu_count > 0 or resources.physical_cores >= 8):
+        return PROFILES[ProfileName.PRO]
+    return PROFILES[ProfileName.STANDARD]
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "moltbot"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; `None` means "from the profile" or "detected"."""
+
+    model_config = SettingsConfigDict(env_prefix="MOLTBOT_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    profile: ProfileName = ProfileName.AUTO
+    threads: int | None = Field(default=None, ge=1, le=512)
+    context_size: int | None = Field(default=None, ge=256, le=1 << 20)
+    batch_size: int | None = Field(default=None, ge=16, le=8192)
+    max_queue: int | None = Field(default=None, ge=1, le=10_000)
+    gpu_layers: int | None = Field(default=None, ge=-1)
+    model_path: Path | None = None
+    bundled_models: bool = True
+    log_level: str = "info"
+    # Limits on what a client controls.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_header_bytes: int = Field(default=16 << 10, ge=1024)
+    max_messages: int = Field(default=256, ge=1)
+    max_stop: int = Field(default=4, ge=0)
+    max_stop_chars: int = Field(default=256, ge=1)
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    max_n: int = Field(default=1, ge=1)
+    max_embedding_inputs: int = Field(default=256, ge=1)
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    queue_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log_level must be debug, info, warning or error")
+        return level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "moltbot.db"
+
+
+@dataclass(slots=True, frozen=True)
+class Runtime:
+    """Settings with every profile-driven value resolved for this machine."""
+
+    settings: Settings
+    resources: Resources
+    profile: Profile
+    threads: int
+    context_size: int
+    batch_size: int
+    max_queue: int
+    gpu_layers: int
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings, safe to log (there are no secrets in settings)."""
+        values = self.settings.model_dump(mode="json")
+        values.update(
+            profile=self.profile.name.value,
+            threads=self.threads,
+            context_size=self.context_size,
+            batch_size=self.batch_size,
+            max_queue=self.max_queue,
+            gpu_layers=self.gpu_layers,
+        )
+        return values
+
+
+def resolve(settings: Settings, resources: Resources) -> Runtime:
+    """Fill in every `None` setting from the chosen profile and the detected resources."""
+    auto = settings.profile is ProfileName.AUTO
+    profile = choose_profile(resources) if auto else PROFILES[settings.profile]
+    gpu_layers = settings.gpu_layers
+    if gpu_layers is None:
+        gpu_layers = -1 if resources.gpu_count > 0 else 0
+    return Runtime(
+        settings=settings,
+        resources=resources,
+        profile=profile,
+        threads=settings.threads or resources.physical_cores,
+        context_size=settings.context_size or profile.context_size,
+        batch_size=settings.batch_size or profile.batch_size,
+        max_queue=settings.max_queue or profile.max_queue,
+        gpu_layers=gpu_layers,
+    )

@@ -1,0 +1,141 @@
+"""API keys: random 256-bit tokens with an identifying prefix, stored as SHA-256 hashes only."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, RowMapping, insert, select, update
+
+from moltbot.storage.schema import api_keys
+
+TOKEN_PREFIX = "mb_"  # noqa: S105 - a public prefix, not a secret
+
+
+class Scope(enum.StrEnum):
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+    SESSIONS = "sessions"
+    MODELS_READ = "models:read"
+    MODELS_WRITE = "models:write"
+    METRICS = "metrics"
+    ADMIN = "admin"
+
+
+DEFAULT_SCOPES = frozenset({Scope.CHAT, Scope.EMBEDDINGS, Scope.MODELS_READ})
+
+
+class UnknownScopeError(ValueError):
+    pass
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    """Parse `chat,admin` into scopes; raises UnknownScopeError naming a bad one."""
+    scopes: set[Scope] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            scopes.add(Scope(part))
+        except ValueError:
+            raise UnknownScopeError(f"unknown scope {part!r}; known: {', '.join(s.value for s in Scope)}") from None
+    if not scopes:
+        raise UnknownScopeError("at least one scope is required")
+    return frozenset(scopes)
+
+
+@dataclass(slots=True, frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    scopes: frozenset[Scope]
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def allows(self, scope: Scope) -> bool:
+        return Scope.ADMIN in self.scopes or scope in self.scopes
+
+    def is_active(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _key_id(token: str) -> str | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    key_id, sep, _ = token[len(TOKEN_PREFIX) :].partition("_")
+    return key_id if sep and key_id else None
+
+
+class KeyStore:
+    """Creates, checks, lists and revokes API keys."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(self, name: str, scopes: frozenset[Scope], expires_at: float | None = None) -> tuple[ApiKey, str]:
+        """Create a key; the token is returned once and never stored."""
+        key_id = secrets.token_hex(6)
+        token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        key = ApiKey(key_id, name, scopes, time.time(), expires_at)
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    id=key.id,
+                    name=name,
+                    hash=_hash(token),
+                    scopes=",".join(sorted(s.value for s in scopes)),
+                    created_at=key.created_at,
+                    expires_at=expires_at,
+                )
+            )
+        return key, token
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The active key this token belongs to, or None."""
+        key_id = _key_id(token)
+        if key_id is None:
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+        if row is None or not hmac.compare_digest(row["hash"], _hash(token)):
+            return None
+        key = _from_row(row)
+        return key if key.is_active(time.time()) else None
+
+    def list(self) -> list[ApiKey]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).mappings().all()
+        return [_from_row(r) for r in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return result.rowcount > 0
+
+    def has_active_admin(self) -> bool:
+        now = time.time()
+        return any(k.allows(Scope.ADMIN) and k.is_active(now) for k in self.list())
+
+
+def _from_row(r: RowMapping) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        name=r["name"],
+        scopes=frozenset(Scope(s) for s in r["scopes"].split(",") if s),
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        revoked_at=r["revoked_at"],
+    )
