@@ -17,9 +17,9 @@ from moltbot.engine.bert_backend import BertEmbedder
 from moltbot.engine.errors import ModelLoadError
 from moltbot.engine.llama_backend import LlamaBackend, LlamaOptions
 from moltbot.engine.worker import WorkerLimits
-from moltbot.gateway.auth import AuthMiddleware
+from moltbot.gateway.auth import AuthMiddleware, check_declared
 from moltbot.gateway.errors import install_error_handlers
-from moltbot.gateway.limits import BodyLimitMiddleware
+from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.routes import chat, completions, embeddings, health, models
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.gateway.timing import TimingMiddleware
@@ -90,10 +90,17 @@ def create_app(services: Services) -> FastAPI:
     app.state.models = services.models
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
     install_error_handlers(app)
-    for module in (health, models, chat, completions, embeddings):
+    modules = (health, models, chat, completions, embeddings)
+    for module in modules:
         app.include_router(module.router)
-    routes = [r for r in app.router.routes if isinstance(r, Route)]
+    # FastAPI keeps included routers as opaque entries: match against the routers' own routes.
+    own = [r for r in app.router.routes if isinstance(r, Route)]
+    routes = own + [r for m in modules for r in m.router.routes if isinstance(r, Route)]
+    check_declared(routes)
     app.add_middleware(AuthMiddleware, keys=services.keys, routes=routes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=services.runtime.settings.max_body_bytes)
+    settings = services.runtime.settings
+    app.add_middleware(
+        RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
+    )
     app.add_middleware(TimingMiddleware)
     return app

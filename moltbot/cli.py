@@ -73,9 +73,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- chat ----------------------------------------------------------------------------------------
 
 
-def _stream_reply(client: httpx.Client, model: str, history: list[dict[str, str]]) -> str:
+def _stream_reply(client: httpx.Client, args: argparse.Namespace, history: list[dict[str, str]]) -> str:
     pieces: list[str] = []
-    body = {"model": model, "messages": history, "stream": True}
+    body = {
+        "model": args.model,
+        "messages": history,
+        "stream": True,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+    }
     with client.stream("POST", "/chat/completions", json=body) as response:
         if response.status_code != 200:
             response.read()
@@ -113,7 +119,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 continue
             history.append({"role": "user", "content": line})
             try:
-                answer = _stream_reply(client, args.model, history)
+                answer = _stream_reply(client, args, history)
             except httpx.HTTPError as exc:
                 print(f"cannot reach the server: {exc}", file=sys.stderr)  # noqa: T201
                 return 1
@@ -229,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--key", help="API key (default: $MOLTBOT_API_KEY)")
     chat.add_argument("--model", default="gemma-3-270m")
     chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--max-tokens", type=int, default=512)
     chat.set_defaults(func=cmd_chat)
 
     models = sub.add_parser("models", help="the model store").add_subparsers(dest="action", required=True)

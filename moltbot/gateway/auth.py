@@ -81,3 +81,10 @@ class AuthMiddleware:
             if match is not Match.NONE:
                 return route.path
         return None
+
+
+def check_declared(routes: list[Route]) -> None:
+    """Refuse to start with a route whose scope is not declared."""
+    undeclared = sorted({r.path for r in routes} - set(ROUTE_SCOPES) - PUBLIC_PATHS)
+    if undeclared:
+        raise RuntimeError(f"routes without a declared scope: {', '.join(undeclared)}")

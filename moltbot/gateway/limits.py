@@ -1,4 +1,4 @@
-"""Request body limit, enforced before the body reaches the application."""
+"""Request limits on headers and body, enforced before the request reaches the application."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from moltbot.gateway.errors import envelope
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(envelope(f"request body exceeds the limit of {limit} bytes", "invalid_request_error")).encode()
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps(envelope(message, "invalid_request_error")).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -30,20 +30,29 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-class BodyLimitMiddleware:
-    """Reads the body up to `max_bytes`, answering 413 past it; replays it to the app."""
+class RequestLimitsMiddleware:
+    """Answers 431 past the header limits and 413 past `max_body_bytes`; replays the body to the app."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int, max_headers: int = 100) -> None:
         self._app = app
-        self._max = max_bytes
+        self._max = max_body_bytes
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if len(headers) > self._max_headers or sum(len(k) + len(v) for k, v in headers) > self._max_header_bytes:
+            await _refuse(send, 431, "request headers are too large or too many")
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self._app(scope, receive, send)
             return
         declared = _declared_length(scope)
         if declared is not None and declared > self._max:
-            await _too_large(send, self._max)
+            await _refuse(send, 413, f"request body exceeds the limit of {self._max} bytes")
             return
         chunks: list[bytes] = []
         size = 0
@@ -54,7 +63,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max:
-                await _too_large(send, self._max)
+                await _refuse(send, 413, f"request body exceeds the limit of {self._max} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -1,0 +1,41 @@
+"""Shared fixtures: the bundled models installed once, and a real server per test module."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.helpers import START_TIMEOUT_S, Server, link_bundled_models, running_server
+
+
+@pytest.fixture(scope="session")
+def bundled_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bundled-models")
+
+
+@pytest.fixture(scope="session")
+def make_data_dir(tmp_path_factory: pytest.TempPathFactory, bundled_cache: Path) -> Callable[..., Path]:
+    def make(name: str = "data") -> Path:
+        data_dir = tmp_path_factory.mktemp(name)
+        link_bundled_models(bundled_cache, data_dir / "models")
+        return data_dir
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
+    with running_server(make_data_dir()) as srv:
+        srv.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def oai(server: Server) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.admin_key, max_retries=0, timeout=120)
+    yield client
+    client.close()

@@ -1,0 +1,155 @@
+"""Start the real server as a subprocess on 127.0.0.1 with a temporary data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from moltbot.models.store import BUNDLED_CHAT_MODEL, BUNDLED_EMBEDDING_MODEL, install_bundled
+
+CHAT_MODEL = BUNDLED_CHAT_MODEL
+EMBEDDING_MODEL = BUNDLED_EMBEDDING_MODEL
+START_TIMEOUT_S = 120.0
+_KEY_LINE = re.compile(r"Admin API key \(shown once, store it now\): (mb_\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def link_bundled_models(cache: Path, models_dir: Path) -> None:
+    """Hard-link the once-installed bundled models into a fresh store (cheap, same bytes)."""
+    install_bundled(cache)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    os.link(cache / f"{CHAT_MODEL}.gguf", models_dir / f"{CHAT_MODEL}.gguf")
+    shutil.copytree(cache / EMBEDDING_MODEL, models_dir / EMBEDDING_MODEL, copy_function=os.link)
+
+
+def run_cli(
+    data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MOLTBOT_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "moltbot", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def create_key(data_dir: Path, scopes: str, name: str = "test") -> str:
+    result = run_cli(data_dir, "keys", "create", "--name", name, "--scopes", scopes)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    port: int
+    stdout_path: Path
+    stderr_path: Path
+    admin_key: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def client(self, key: str | None = None, timeout: float = 120) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def wait_for_key(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            match = _KEY_LINE.search(self.stdout())
+            if match:
+                self.admin_key = match.group(1)
+                return
+            self._check_alive()
+            time.sleep(0.05)
+        raise TimeoutError("the server printed no admin key")
+
+    def wait_until(self, path: str, status: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == status:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{path} never answered {status}")
+
+    def _check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.stderr()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def spawn_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
+    """Start `moltbot serve` on a random loopback port; returns at once."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "MOLTBOT_DATA_DIR": str(data_dir),
+        "MOLTBOT_HOST": "127.0.0.1",
+        "MOLTBOT_PORT": str(port),
+        "MOLTBOT_CONTEXT_SIZE": "4096",
+        **(env or {}),
+    }
+    stdout_path, stderr_path = data_dir / "server.out", data_dir / "server.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moltbot", "serve"], env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
+    return Server(process, data_dir, port, stdout_path, stderr_path)
+
+
+@contextmanager
+def running_server(data_dir: Path, env: dict[str, str] | None = None, *, ready: bool = True) -> Iterator[Server]:
+    server = spawn_server(data_dir, env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        server.wait_until("/healthz", 200, deadline)
+        if ready:
+            server.wait_until("/readyz", 200, deadline)
+        yield server
+    finally:
+        server.stop()
