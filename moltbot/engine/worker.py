@@ -120,23 +120,30 @@ class ModelWorker:
         enqueued = time.monotonic()
 
         def put(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone: nobody is listening any more
+                cancel.set()
 
         def produce() -> None:
+            timed_out = False
             try:
                 self._check_queue_wait(enqueued)
                 for chunk in self._backend.stream(prompt, params, cancel):
+                    if timed_out:
+                        continue  # the backend stops at its next token; drain it quietly
                     put(chunk)
                     if time.monotonic() > deadline and chunk.finish_reason is None:
+                        timed_out = True
                         cancel.set()
                         put(Chunk("", FinishReason.TIMEOUT))
-                        break
             except Exception as exc:  # noqa: BLE001 - forwarded to the awaiting coroutine
                 put(exc)
             finally:
+                self._release()
                 put(_END)
 
-        future = loop.run_in_executor(self._executor, produce)
+        loop.run_in_executor(self._executor, produce)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
@@ -147,7 +154,6 @@ class ModelWorker:
                     break
         finally:
             cancel.set()
-            future.add_done_callback(lambda _: self._release())
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

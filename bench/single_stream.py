@@ -1,0 +1,185 @@
+"""Single-stream latency and decode speed: Moltbot vs `python -m llama_cpp.server`, same GGUF, same run.
+
+Both servers get the same model file, threads, context and batch size. Each request is a ~128-token
+prompt (a count that starts at a different number each time, so no prompt cache helps either side)
+and generates exactly 128 tokens at temperature 0. Prints TTFT p50/p95, decode tokens/s, end-to-end
+latency, and Moltbot's gateway overhead (server time minus engine time, from Server-Timing).
+
+    .venv/bin/python bench/single_stream.py [--requests 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from moltbot.models.store import BUNDLED_CHAT_MODEL, install_bundled
+from tests.helpers import create_key, free_port, running_server
+
+GENERATED = 128
+PROMPT_TOKENS = 128
+WARMUP = 2
+
+
+@dataclass
+class Samples:
+    ttft: list[float] = field(default_factory=list)
+    decode_tps: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class PromptMaker:
+    """Counting prompts of exactly PROMPT_TOKENS tokens (with BOS), cut with the model's own tokenizer."""
+
+    def __init__(self, model_path: Path) -> None:
+        import llama_cpp
+
+        self._vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+
+    def make(self, start: int) -> str:
+        text = ", ".join(str(n) for n in range(start, start + 100))
+        tokens = self._vocab.tokenize(text.encode(), add_bos=False)[: PROMPT_TOKENS - 1]
+        cut = self._vocab.detokenize(tokens).decode("utf-8", errors="ignore")
+        return cut.rsplit(",", 1)[0] + ","
+
+
+def stream_once(client: httpx.Client, model: str, prompt: str) -> tuple[float, float, float, int]:
+    body = {"model": model, "prompt": prompt, "max_tokens": GENERATED, "temperature": 0, "stream": True}
+    started = time.perf_counter()
+    first = last = 0.0
+    pieces = 0
+    with client.stream("POST", "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choices = json.loads(line[6:]).get("choices") or []
+            if choices and choices[0].get("text"):
+                last = time.perf_counter()
+                first = first or last
+                pieces += 1
+    return first - started, last - first, last - started, pieces
+
+
+def measure(client: httpx.Client, model: str, requests: int, prompts: PromptMaker) -> Samples:
+    samples = Samples()
+    for i in range(requests + WARMUP):
+        ttft, decode, e2e, pieces = stream_once(client, model, prompts.make(1000 + 97 * i))
+        if i < WARMUP:
+            continue
+        samples.ttft.append(ttft)
+        samples.decode_tps.append((pieces - 1) / decode if decode > 0 else 0.0)
+        samples.e2e.append(e2e)
+        samples.tokens.append(pieces)
+    return samples
+
+
+def gateway_overhead(client: httpx.Client, model: str, requests: int, prompts: PromptMaker) -> list[float]:
+    """Server time to the response start minus engine time, for small non-streamed requests (ms)."""
+    overheads = []
+    for i in range(requests + WARMUP):
+        body = {"model": model, "prompt": prompts.make(5000 + i), "max_tokens": 4, "temperature": 0}
+        response = client.post("/v1/completions", json=body)
+        response.raise_for_status()
+        timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+        if i >= WARMUP:
+            overheads.append(float(timing["total"]) - float(timing["engine"]))
+    return overheads
+
+
+def start_peer(model_path: Path, threads: int, context: int, batch: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(model_path), "--model_alias", "peer",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(context), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        "--n_batch", str(batch), "--n_ubatch", str(batch),
+    ]  # fmt: skip
+    peer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return peer, port
+        except httpx.TransportError:
+            time.sleep(0.2)
+    peer.kill()
+    raise RuntimeError("llama_cpp.server did not start")
+
+
+def row(name: str, ours: float, peer: float | None, unit: str, higher_is_better: bool) -> str:
+    if peer is None:
+        return f"| {name} | {ours:.2f} {unit} | - | - |"
+    ratio = ours / peer if peer else float("nan")
+    better = "higher is better" if higher_is_better else "lower is better"
+    return f"| {name} | {ours:.2f} {unit} | {peer:.2f} {unit} | {ratio:.2f}x ({better}) |"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--context", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=512)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="moltbot-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        install_bundled(data_dir / "models")
+        model_path = data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf"
+        key = create_key(data_dir, "chat,models:read", name="bench")
+        prompts = PromptMaker(model_path)
+        env = {
+            "MOLTBOT_THREADS": str(args.threads),
+            "MOLTBOT_CONTEXT_SIZE": str(args.context),
+            "MOLTBOT_BATCH_SIZE": str(args.batch),
+        }
+        with running_server(data_dir, env) as server, server.client(key, timeout=300) as client:
+            ours = measure(client, BUNDLED_CHAT_MODEL, args.requests, prompts)
+            overhead = gateway_overhead(client, BUNDLED_CHAT_MODEL, args.requests, prompts)
+        peer_process, port = start_peer(model_path, args.threads, args.context, args.batch)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+                peer = measure(client, "peer", args.requests, prompts)
+        finally:
+            peer_process.terminate()
+            peer_process.wait(timeout=30)
+
+    print(f"\nsingle stream: {args.requests} requests each (+{WARMUP} warm-up), ~{PROMPT_TOKENS} prompt tokens, "
+          f"{GENERATED} generated, temperature 0, threads {args.threads}, context {args.context}\n")  # fmt: skip
+    print("| metric | moltbot | llama_cpp.server | moltbot / peer |")
+    print("|---|---|---|---|")
+    print(row("TTFT p50", percentile(ours.ttft, 50) * 1000, percentile(peer.ttft, 50) * 1000, "ms", False))
+    print(row("TTFT p95", percentile(ours.ttft, 95) * 1000, percentile(peer.ttft, 95) * 1000, "ms", False))
+    decode_ours, decode_peer = statistics.median(ours.decode_tps), statistics.median(peer.decode_tps)
+    print(row("decode tokens/s (median)", decode_ours, decode_peer, "tok/s", True))
+    print(row("end-to-end p50", percentile(ours.e2e, 50) * 1000, percentile(peer.e2e, 50) * 1000, "ms", False))
+    print(row("end-to-end p95", percentile(ours.e2e, 95) * 1000, percentile(peer.e2e, 95) * 1000, "ms", False))
+    print(row("gateway overhead p50", percentile(overhead, 50), None, "ms", False))
+    print(row("gateway overhead p99", percentile(overhead, 99), None, "ms", False))
+    print(f"\ntokens streamed per request: moltbot {min(ours.tokens)}-{max(ours.tokens)}, "
+          f"peer {min(peer.tokens)}-{max(peer.tokens)}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
