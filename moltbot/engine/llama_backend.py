@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from llama_cpp.llama_grammar import LlamaGrammar
 
 from moltbot.engine.chat_template import render_transcript
-from moltbot.engine.errors import InvalidGrammarError, ModelLoadError, UnsupportedOperationError
+from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
 from moltbot.engine.gguf_check import validate_gguf
+from moltbot.engine.sampler import Sampler, SamplerConfig
 from moltbot.engine.stops import StopMatcher
 from moltbot.engine.types import (
     ChatMessage,
@@ -60,6 +61,8 @@ class LlamaBackend:
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"llama.cpp could not load model {model_id!r}") from exc
+        self._vocab = self._llama._model.vocab  # noqa: SLF001 - for end-of-generation tests and grammars
+        self.reused_tokens = 0
         self._formatter = self._chat_formatter()
         self._info = ModelInfo(
             id=model_id,
@@ -101,46 +104,54 @@ class LlamaBackend:
         return Prompt(tuple(tokens), stops)
 
     def stream(self, prompt: Prompt, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
-        grammar = _grammar(params.grammar)
-        self._llama.set_seed(params.seed if params.seed is not None else secrets.randbits(31))
+        sampler = Sampler(self._vocab, self._llama.n_vocab(), _sampler_config(params))
+        try:
+            self._prefill(list(prompt.tokens))
+            yield from self._decode(prompt, params, sampler, cancel)
+        finally:
+            sampler.close()
+
+    def _prefill(self, tokens: list[int]) -> None:
+        """Evaluate the prompt, reusing the longest prefix already in the KV cache."""
+        llama = self._llama
+        limit = min(llama.n_tokens, len(tokens) - 1)  # re-evaluate at least one token for fresh logits
+        cached = np.asarray(llama.input_ids[:limit]) != np.asarray(tokens[:limit], dtype=np.intc)
+        mismatch = np.flatnonzero(cached)
+        prefix = int(mismatch[0]) if mismatch.size else limit
+        if prefix > 0 and not llama._ctx.kv_cache_seq_rm(-1, prefix, -1):  # noqa: SLF001
+            prefix = 0
+        llama.n_tokens = prefix
+        self.reused_tokens = prefix
+        llama.eval(tokens[prefix:])
+
+    def _decode(
+        self, prompt: Prompt, params: SamplingParams, sampler: Sampler, cancel: threading.Event
+    ) -> Iterator[Chunk]:
+        llama = self._llama
         matcher = StopMatcher((*params.stop, *prompt.template_stop))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        generated = 0
         strip = prompt.strip_leading_space
         reason = FinishReason.LENGTH
-        tokens = self._llama.generate(
-            list(prompt.tokens),
-            temp=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            min_p=params.min_p,
-            repeat_penalty=1.0,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            grammar=grammar,
-        )
-        vocab = self._llama._model.vocab  # noqa: SLF001 - end-of-generation test
-        try:
-            for token in tokens:
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    reason = FinishReason.STOP
-                    break
-                generated += 1
-                text = matcher.feed(decoder.decode(self._llama.detokenize([token])))
-                if strip and text:
-                    text, strip = text.lstrip(" "), False
-                if text:
-                    yield Chunk(text)
-                if matcher.stopped:
-                    reason = FinishReason.STOP
-                    break
-                if cancel.is_set():
-                    reason = FinishReason.CANCELLED
-                    break
-                if generated >= params.max_tokens:
-                    break
-        finally:
-            tokens.close()
+        generated = 0
+        while generated < params.max_tokens and llama.n_tokens < llama.n_ctx():
+            token = sampler.sample(llama._ctx.ctx)  # noqa: SLF001 - the context the sampler reads
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                reason = FinishReason.STOP
+                break
+            generated += 1
+            text = matcher.feed(decoder.decode(llama.detokenize([token])))
+            if strip and text:
+                text, strip = text.lstrip(" "), False
+            if text:
+                yield Chunk(text)
+            if matcher.stopped:
+                reason = FinishReason.STOP
+                break
+            if cancel.is_set():
+                reason = FinishReason.CANCELLED
+                break
+            if generated < params.max_tokens:
+                llama.eval([token])
         tail = "" if matcher.stopped else matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
         yield Chunk(tail.lstrip(" ") if strip else tail, reason, len(prompt.tokens), generated)
 
@@ -151,10 +162,14 @@ class LlamaBackend:
         self._llama.close()
 
 
-def _grammar(gbnf: str | None) -> LlamaGrammar | None:
-    if gbnf is None:
-        return None
-    try:
-        return LlamaGrammar.from_string(gbnf, verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise InvalidGrammarError("the response format could not be compiled to a grammar") from exc
+def _sampler_config(params: SamplingParams) -> SamplerConfig:
+    return SamplerConfig(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        seed=params.seed if params.seed is not None else secrets.randbits(31),
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        grammar=params.grammar,
+    )

@@ -77,8 +77,8 @@ class OpenAIServing:
             raise APIError(
                 400, f"'{unsupported}' is not supported by this server", param=unsupported, code="unsupported"
             )
-        if (n or 1) > limits.max_n:
-            raise APIError(400, f"n must be at most {limits.max_n}", param="n", code="invalid_value")
+        if (n or 1) != 1:
+            raise APIError(400, "n > 1 is not supported yet: send n = 1", param="n", code="unsupported")
         if len(stops) > limits.max_stop:
             raise APIError(400, f"at most {limits.max_stop} stop sequences are allowed", param="stop")
         if any(len(s) > limits.max_stop_chars for s in stops):

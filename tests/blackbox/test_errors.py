@@ -48,6 +48,17 @@ def test_401_without_a_valid_key(server: Server, method: str, path: str, auth: s
     assert response.headers["www-authenticate"] == "Bearer"
 
 
+def test_every_documented_route_needs_a_key(server: Server) -> None:
+    with server.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    assert len(paths) >= 5
+    for path, operations in paths.items():
+        concrete = path.replace("{model_id}", CHAT_MODEL)
+        for method in operations:
+            response = httpx.request(method.upper(), server.url + concrete, json={})
+            assert_envelope(response, 401)
+
+
 def test_health_routes_are_open(server: Server) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").status_code == 200
