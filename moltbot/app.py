@@ -30,6 +30,7 @@ from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
 
 log = logging.getLogger(__name__)
+AUTH_CACHE_TTL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -55,7 +56,7 @@ def backend_factory(runtime: Runtime) -> BackendFactory:
 def build_services(runtime: Runtime) -> Services:
     settings = runtime.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keys = KeyStore(open_database(settings.database_path))
+    keys = KeyStore(open_database(settings.database_path), cache_ttl_s=AUTH_CACHE_TTL_S)
     limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
     return Services(runtime, keys, ModelManager(backend_factory(runtime), limits))
 

@@ -76,10 +76,17 @@ def _key_id(token: str) -> str | None:
 
 
 class KeyStore:
-    """Creates, checks, lists and revokes API keys."""
+    """Creates, checks, lists and revokes API keys.
 
-    def __init__(self, engine: Engine) -> None:
+    `authenticate` keeps what it read for `cache_ttl_s` (a database read costs more than the rest of the
+    gateway): a key revoked by another process (the CLI) stops working within that time; one revoked
+    through this store stops at once.
+    """
+
+    def __init__(self, engine: Engine, cache_ttl_s: float = 0.0) -> None:
         self._engine = engine
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, str, ApiKey]] = {}
 
     def create(self, name: str, scopes: frozenset[Scope], expires_at: float | None = None) -> tuple[ApiKey, str]:
         """Create a key; the token is returned once and never stored."""
@@ -104,11 +111,19 @@ class KeyStore:
         key_id = _key_id(token)
         if key_id is None:
             return None
-        with self._engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
-        if row is None or not hmac.compare_digest(row["hash"], _hash(token)):
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is None or now - cached[0] > self._ttl:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+            if row is None:
+                return None
+            cached = (now, row["hash"], _from_row(row))
+            if self._ttl > 0:
+                self._cache[key_id] = cached
+        _, stored_hash, key = cached
+        if not hmac.compare_digest(stored_hash, _hash(token)):
             return None
-        key = _from_row(row)
         return key if key.is_active(time.time()) else None
 
     def list(self) -> list[ApiKey]:
@@ -117,6 +132,7 @@ class KeyStore:
         return [_from_row(r) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
+        self._cache.pop(key_id, None)
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(api_keys)

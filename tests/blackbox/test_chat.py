@@ -140,3 +140,21 @@ def test_penalties_are_accepted(oai: openai.OpenAI, penalty: str) -> None:
         model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=8, **{penalty: 1.5}
     )
     assert reply.choices[0].message.content
+
+
+def test_reused_prompt_prefix_gives_the_same_tokens(oai: openai.OpenAI) -> None:
+    """A turn whose history is already in the KV cache answers exactly as one computed from scratch."""
+    turn1 = [{"role": "user", "content": "What is the capital of Italy?"}]
+    first = oai.chat.completions.create(model=CHAT_MODEL, messages=turn1, temperature=0, max_tokens=24)
+    turn2 = [
+        *turn1,
+        {"role": "assistant", "content": first.choices[0].message.content or ""},
+        {"role": "user", "content": "And of Spain?"},
+    ]
+    warm = oai.chat.completions.create(model=CHAT_MODEL, messages=turn2, temperature=0, max_tokens=24)
+    # An unrelated request evicts the shared prefix from the cache; then the same turn runs cold.
+    oai.completions.create(model=CHAT_MODEL, prompt="Unrelated text to reset the cache", max_tokens=2)
+    cold = oai.chat.completions.create(model=CHAT_MODEL, messages=turn2, temperature=0, max_tokens=24)
+    assert warm.choices[0].message.content == cold.choices[0].message.content
+    assert warm.usage is not None and cold.usage is not None
+    assert warm.usage.completion_tokens == cold.usage.completion_tokens

@@ -60,3 +60,15 @@ def test_parse_scopes() -> None:
         parse_scopes("chat,root")
     with pytest.raises(UnknownScopeError):
         parse_scopes(" , ")
+
+
+def test_cache_serves_reads_and_revoke_clears_it(tmp_path: Path) -> None:
+    engine = open_database(tmp_path / "db.sqlite")
+    cached = KeyStore(engine, cache_ttl_s=60)
+    key, token = cached.create("me", frozenset({Scope.CHAT}))
+    assert cached.authenticate(token) is not None
+    assert cached.authenticate(token + "x") is None  # a cached id still needs the right secret
+    KeyStore(engine).revoke(key.id)  # another process: seen after the TTL only
+    assert cached.authenticate(token) is not None
+    cached.revoke(key.id)
+    assert cached.authenticate(token) is None
