@@ -12,18 +12,20 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from moltbot import __version__
-from moltbot.engine.backend import Backend
+from moltbot.engine.backend import Worker
+from moltbot.engine.batching_worker import BatchingWorker
 from moltbot.engine.bert_backend import BertEmbedder
 from moltbot.engine.errors import ModelLoadError
-from moltbot.engine.llama_backend import LlamaBackend, LlamaOptions
-from moltbot.engine.worker import WorkerLimits
+from moltbot.engine.llama_model import LlamaModelFile
+from moltbot.engine.runner import RunnerOptions
+from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.gateway.auth import AuthMiddleware, check_declared
 from moltbot.gateway.errors import install_error_handlers
 from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.routes import chat, completions, embeddings, health, models
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.gateway.timing import TimingMiddleware
-from moltbot.models.manager import BackendFactory, ModelManager
+from moltbot.models.manager import ModelManager, WorkerFactory
 from moltbot.models.store import ModelFormat, ModelSource, discover, install_bundled
 from moltbot.settings import Runtime
 from moltbot.storage.database import open_database
@@ -40,14 +42,21 @@ class Services:
     models: ModelManager
 
 
-def backend_factory(runtime: Runtime) -> BackendFactory:
-    options = LlamaOptions(runtime.context_size, runtime.batch_size, runtime.threads, runtime.gpu_layers)
+def worker_factory(runtime: Runtime) -> WorkerFactory:
+    settings = runtime.settings
+    limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
+    options = RunnerOptions(runtime.parallel, runtime.context_size, runtime.batch_size, runtime.threads)
 
-    def build(source: ModelSource) -> Backend:
+    def build(source: ModelSource) -> Worker:
         if source.format is ModelFormat.GGUF:
-            return LlamaBackend(source.id, source.path, options)
+            model = LlamaModelFile(source.id, source.path, runtime.context_size, runtime.gpu_layers)
+            try:
+                return BatchingWorker(model, options, limits)
+            except Exception:
+                model.close()
+                raise
         if source.format is ModelFormat.HF_BERT:
-            return BertEmbedder(source.id, source.path, runtime.profile.embedding_batch)
+            return ModelWorker(BertEmbedder(source.id, source.path, runtime.profile.embedding_batch), limits)
         raise ModelLoadError(f"unsupported model format {source.format}")
 
     return build
@@ -57,8 +66,7 @@ def build_services(runtime: Runtime) -> Services:
     settings = runtime.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = KeyStore(open_database(settings.database_path), cache_ttl_s=AUTH_CACHE_TTL_S)
-    limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
-    return Services(runtime, keys, ModelManager(backend_factory(runtime), limits))
+    return Services(runtime, keys, ModelManager(worker_factory(runtime)))
 
 
 def ensure_admin_key(keys: KeyStore) -> str | None:

@@ -188,7 +188,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(_: argparse.Namespace) -> int:
-    from moltbot.app import backend_factory
+    from moltbot.app import worker_factory
     from moltbot.models.store import discover
 
     runtime = _runtime()
@@ -201,10 +201,11 @@ def cmd_doctor(_: argparse.Namespace) -> int:
         ["GPUs", r.gpu_count],
         ["profile", runtime.profile.name.value],
         ["threads / context / batch", f"{runtime.threads} / {runtime.context_size} / {runtime.batch_size}"],
+        ["parallel sequences / queue", f"{runtime.parallel} / {runtime.max_queue}"],
         ["data dir", runtime.settings.data_dir],
     ]
     status = 0
-    build = backend_factory(runtime)
+    build = worker_factory(runtime)
     for source in discover(runtime.settings.models_dir, runtime.settings.model_path):
         started = time.perf_counter()
         try:

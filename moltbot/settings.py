@@ -34,16 +34,17 @@ class Profile:
     """Defaults sized for a class of machine; any setting overrides them."""
 
     name: ProfileName
-    context_size: int
-    batch_size: int
-    max_queue: int
+    context_size: int  # per sequence
+    batch_size: int  # tokens per engine step
+    parallel: int  # sequences decoded together, each with its own KV region of context_size
+    max_queue: int  # requests waiting beyond those running
     embedding_batch: int
 
 
 PROFILES: dict[ProfileName, Profile] = {
-    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8),
-    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 8192, 512, 16, 32),
-    ProfileName.PRO: Profile(ProfileName.PRO, 32768, 1024, 64, 64),
+    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8, 8),
+    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 4096, 512, 12, 32, 32),
+    ProfileName.PRO: Profile(ProfileName.PRO, 8192, 1024, 32, 64, 64),
 }
 
 
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
     threads: int | None = Field(default=None, ge=1, le=512)
     context_size: int | None = Field(default=None, ge=256, le=1 << 20)
     batch_size: int | None = Field(default=None, ge=16, le=8192)
+    parallel: int | None = Field(default=None, ge=1, le=256)
     max_queue: int | None = Field(default=None, ge=1, le=10_000)
     gpu_layers: int | None = Field(default=None, ge=-1)
     model_path: Path | None = None
@@ -131,6 +133,7 @@ class Runtime:
     threads: int
     context_size: int
     batch_size: int
+    parallel: int
     max_queue: int
     gpu_layers: int
 
@@ -142,6 +145,7 @@ class Runtime:
             threads=self.threads,
             context_size=self.context_size,
             batch_size=self.batch_size,
+            parallel=self.parallel,
             max_queue=self.max_queue,
             gpu_layers=self.gpu_layers,
         )
@@ -161,7 +165,8 @@ def resolve(settings: Settings, resources: Resources) -> Runtime:
         profile=profile,
         threads=settings.threads or resources.physical_cores,
         context_size=settings.context_size or profile.context_size,
-        batch_size=settings.batch_size or profile.batch_size,
+        batch_size=max(settings.batch_size or profile.batch_size, settings.parallel or profile.parallel),
+        parallel=settings.parallel or profile.parallel,
         max_queue=settings.max_queue or profile.max_queue,
         gpu_layers=gpu_layers,
     )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Protocol
 
-from moltbot.engine.types import ChatMessage, Chunk, Embeddings, ModelInfo, Prompt, SamplingParams
+from moltbot.engine.types import ChatMessage, Chunk, Completion, Embeddings, ModelInfo, Prompt, SamplingParams
 
 
-class Backend(Protocol):
-    """A loaded model. Calls are made from one engine thread at a time."""
+class PromptBuilder(Protocol):
+    """Turns text and chats into prompt tokens; safe to call from any thread."""
 
     @property
     def info(self) -> ModelInfo: ...
@@ -19,10 +19,35 @@ class Backend(Protocol):
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt: ...
 
+
+class Backend(PromptBuilder, Protocol):
+    """A loaded model run one request at a time from one engine thread."""
+
     def stream(self, prompt: Prompt, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         """Yield text pieces; the last chunk has a finish reason and the token counts."""
         ...
 
     def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+    def close(self) -> None: ...
+
+
+class Worker(Protocol):
+    """What the gateway talks to for one loaded model."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def backend(self) -> PromptBuilder: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]: ...
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion: ...
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings: ...
 
     def close(self) -> None: ...

@@ -102,6 +102,8 @@ class Sampler:
 
     def sample(self, ctx: llama_cpp.llama_context_p, index: int = -1) -> int:
         """Choose the next token from the logits at `index`, and record it in the sampler state."""
+        if self._grammar is None:
+            return int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))  # applies and accepts
         pointer = llama_cpp.llama_get_logits_ith(ctx, index)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         token = self._pick(self._fill(logits))

@@ -31,6 +31,21 @@ T = TypeVar("T")
 _END = object()
 
 
+async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
+    """Gather a stream into one completion; raises RequestTimeoutError past the request time limit."""
+    started = time.perf_counter()
+    pieces: list[str] = []
+    last = Chunk("")
+    async for chunk in chunks:
+        pieces.append(chunk.text)
+        last = chunk
+    if last.finish_reason is FinishReason.TIMEOUT:
+        raise RequestTimeoutError("generation exceeded the request time limit")
+    reason = last.finish_reason or FinishReason.STOP
+    elapsed = time.perf_counter() - started
+    return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens, elapsed)
+
+
 @dataclass(slots=True, frozen=True)
 class WorkerLimits:
     max_queue: int
@@ -97,18 +112,7 @@ class ModelWorker:
         return await self.call(lambda: self._backend.embed(texts))
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion:
-        """Generate a whole completion; raises RequestTimeoutError past the request time limit."""
-        started = time.perf_counter()
-        pieces: list[str] = []
-        last = Chunk("")
-        async for chunk in self.stream(prompt, params):
-            pieces.append(chunk.text)
-            last = chunk
-        if last.finish_reason is FinishReason.TIMEOUT:
-            raise RequestTimeoutError("generation exceeded the request time limit")
-        reason = last.finish_reason or FinishReason.STOP
-        elapsed = time.perf_counter() - started
-        return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens, elapsed)
+        return await collect(self.stream(prompt, params))
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Stream chunks; closing the iterator (client gone) stops generation at the next token."""

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from moltbot.engine.backend import Worker
 from moltbot.engine.errors import ContextLengthError, EngineError, RequestTimeoutError, UnsupportedOperationError
 from moltbot.engine.grammars import JSON_OBJECT_GRAMMAR, json_schema_grammar
 from moltbot.engine.types import ChatMessage, Chunk, FinishReason, ModelKind, Prompt, Role, SamplingParams
-from moltbot.engine.worker import ModelWorker
 from moltbot.gateway.errors import APIError, envelope, from_engine
 from moltbot.gateway.schemas import (
     ChatCompletionRequest,
@@ -65,7 +65,7 @@ class OpenAIServing:
 
     # -- shared checks -------------------------------------------------------------------------
 
-    def _generator(self, model_id: str) -> ModelWorker:
+    def _generator(self, model_id: str) -> Worker:
         worker = self._models.get(model_id)
         if worker.info.kind is not ModelKind.GENERATE:
             raise UnsupportedOperationError(f"model {model_id!r} is an embedding model", param="model")
@@ -84,7 +84,7 @@ class OpenAIServing:
         if any(len(s) > limits.max_stop_chars for s in stops):
             raise APIError(400, f"stop sequences are limited to {limits.max_stop_chars} characters", param="stop")
 
-    def _max_tokens(self, worker: ModelWorker, prompt: Prompt, requested: int | None, param: str) -> int:
+    def _max_tokens(self, worker: Worker, prompt: Prompt, requested: int | None, param: str) -> int:
         room = worker.info.context_size - len(prompt.tokens)
         if room <= 0:
             raise ContextLengthError(
@@ -118,7 +118,7 @@ class OpenAIServing:
             raise APIError(400, f"at most {self._settings.max_messages} messages are allowed", param="messages")
         return [ChatMessage(_ROLES[m.role], m.text()) for m in messages]
 
-    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[ModelWorker, Prompt, SamplingParams]:
+    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[Worker, Prompt, SamplingParams]:
         self._check_common(req.n, req.stop_list(), req.unsupported())
         worker = self._generator(req.model)
         messages = self._messages(req.messages)
@@ -197,9 +197,7 @@ class OpenAIServing:
 
     # -- completions ---------------------------------------------------------------------------
 
-    async def prepare_completion(
-        self, req: CompletionRequest
-    ) -> tuple[ModelWorker, list[tuple[Prompt, SamplingParams]]]:
+    async def prepare_completion(self, req: CompletionRequest) -> tuple[Worker, list[tuple[Prompt, SamplingParams]]]:
         self._check_common(req.n, req.stop_list(), req.unsupported())
         worker = self._generator(req.model)
         prompts = req.prompts()
@@ -258,7 +256,7 @@ class OpenAIServing:
 
     async def _completion_events(
         self,
-        worker: ModelWorker,
+        worker: Worker,
         jobs: list[tuple[Prompt, SamplingParams]],
         first: AsyncIterator[Chunk],
         req: CompletionRequest,
@@ -336,7 +334,7 @@ class OpenAIServing:
         return _model_card(model_id, self._models.get(model_id))
 
 
-def _model_card(model_id: str, worker: ModelWorker | None) -> dict[str, Any]:
+def _model_card(model_id: str, worker: Worker | None) -> dict[str, Any]:
     created = worker.info.created if worker else 0
     return {"id": model_id, "object": "model", "created": created, "owned_by": "moltbot"}
 

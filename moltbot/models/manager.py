@@ -9,14 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from moltbot.engine.backend import Backend
+from moltbot.engine.backend import Worker
 from moltbot.engine.errors import EngineError, ModelNotReadyError
-from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.models.store import ModelSource
 
 log = logging.getLogger(__name__)
 
-BackendFactory = Callable[[ModelSource], Backend]
+WorkerFactory = Callable[[ModelSource], Worker]
 
 
 class LoadState(enum.StrEnum):
@@ -33,7 +32,7 @@ class ModelNotFoundError(EngineError):
 class ModelEntry:
     source: ModelSource
     state: LoadState = LoadState.PENDING
-    worker: ModelWorker | None = None
+    worker: Worker | None = None
     error: str = ""
     load_seconds: float = 0.0
 
@@ -41,10 +40,9 @@ class ModelEntry:
 class ModelManager:
     """Every known model, its load state, and its worker once loaded."""
 
-    def __init__(self, factory: BackendFactory, limits: WorkerLimits) -> None:
+    def __init__(self, factory: WorkerFactory) -> None:
         self._entries: dict[str, ModelEntry] = {}
         self._factory = factory
-        self._limits = limits
         self._done = threading.Event()
 
     @property
@@ -67,17 +65,16 @@ class ModelManager:
     def _load(self, entry: ModelEntry) -> None:
         started = time.perf_counter()
         try:
-            backend = self._factory(entry.source)
+            entry.worker = self._factory(entry.source)
         except EngineError as exc:
             entry.state, entry.error = LoadState.FAILED, exc.message
             log.error("model %s refused at load: %s", entry.source.id, exc.message)
             return
-        entry.worker = ModelWorker(backend, self._limits)
         entry.state = LoadState.LOADED
         entry.load_seconds = time.perf_counter() - started
         log.info("model %s loaded in %.2f s", entry.source.id, entry.load_seconds)
 
-    def get(self, model_id: str) -> ModelWorker:
+    def get(self, model_id: str) -> Worker:
         """The worker of a loaded model; raises ModelNotFoundError or ModelNotReadyError."""
         entry = self._entries.get(model_id)
         if entry is None and not self._done.is_set():

@@ -19,7 +19,7 @@ STORY = [{"role": "user", "content": "Hello"}]
 
 @pytest.fixture(scope="module")
 def tight_server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
-    env = {"MOLTBOT_MAX_QUEUE": "1", "MOLTBOT_REQUEST_TIMEOUT_S": "3"}
+    env = {"MOLTBOT_PARALLEL": "1", "MOLTBOT_MAX_QUEUE": "1", "MOLTBOT_REQUEST_TIMEOUT_S": "3"}
     with running_server(make_data_dir("tight"), env) as server:
         server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
         yield server

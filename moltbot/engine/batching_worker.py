@@ -1,0 +1,100 @@
+"""The async face of a batching engine: admission, per-request streams, cancellation on close."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from moltbot.engine.errors import EngineBusyError, UnsupportedOperationError
+from moltbot.engine.llama_model import LlamaModelFile
+from moltbot.engine.llm_engine import END, EngineStats, LLMEngine
+from moltbot.engine.runner import LlamaRunner, RunnerOptions
+from moltbot.engine.scheduler import Scheduler
+from moltbot.engine.sequence import Sequence as EngineSequence
+from moltbot.engine.types import Chunk, Completion, Embeddings, ModelInfo, Prompt, SamplingParams
+from moltbot.engine.worker import WorkerLimits, collect
+
+
+class BatchingWorker:
+    """Many requests at once on one model: up to `slots` run together, `max_queue` more wait."""
+
+    def __init__(self, model: LlamaModelFile, options: RunnerOptions, limits: WorkerLimits) -> None:
+        self._model = model
+        self._limits = limits
+        self._capacity = options.slots + limits.max_queue
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        runner = LlamaRunner(model, options)
+        scheduler = Scheduler(options.slots, options.batch_size)
+        self._engine = LLMEngine(model, runner, scheduler, options.context_per_slot, limits.queue_timeout_s)
+        self._runner = runner
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._model.info
+
+    @property
+    def backend(self) -> LlamaModelFile:
+        return self._model
+
+    @property
+    def queue_depth(self) -> int:
+        return self._in_flight
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._engine.stats
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self._in_flight >= self._capacity:
+                raise EngineBusyError(f"model {self.info.id!r} is busy; retry later", retry_after_s=1)
+            self._in_flight += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
+        """Admit and submit now (raising EngineBusyError when full); iterate for the sequence's chunks."""
+        self._admit()
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: object) -> None:
+            if item is END:
+                self._release()
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, item)
+            except RuntimeError:  # the event loop is gone: nobody is listening any more
+                cancel.set()
+
+        now = time.monotonic()
+        seq = EngineSequence(prompt, params, emit, cancel, now, now + self._limits.request_timeout_s)
+        self._engine.submit(seq)
+        return self._chunks(inbox, cancel)
+
+    @staticmethod
+    async def _chunks(inbox: asyncio.Queue[object], cancel: threading.Event) -> AsyncIterator[Chunk]:
+        try:
+            while (item := await inbox.get()) is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, Chunk)  # noqa: S101 - the engine emits only these
+                yield item
+        finally:
+            cancel.set()
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        return await collect(self.stream(prompt, params))
+
+    async def embed(self, texts: Sequence[str]) -> Embeddings:
+        raise UnsupportedOperationError(f"model {self.info.id!r} does not serve embeddings", param="model")
+
+    def close(self) -> None:
+        self._engine.close()
+        self._runner.close()
+        self._model.close()

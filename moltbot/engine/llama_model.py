@@ -1,0 +1,77 @@
+"""A GGUF model on llama.cpp: loading (after validation), tokenizer, chat template. No context here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import _internals as internals
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from moltbot.engine.chat_template import render_transcript
+from moltbot.engine.errors import ModelLoadError
+from moltbot.engine.gguf_check import validate_gguf
+from moltbot.engine.types import ChatMessage, ModelInfo, ModelKind, Prompt
+
+log = logging.getLogger(__name__)
+
+
+class LlamaModelFile:
+    """The loaded weights and vocabulary of one GGUF file."""
+
+    def __init__(self, model_id: str, path: Path, context_size: int, gpu_layers: int = 0) -> None:
+        validate_gguf(path)
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0x7FFFFFFF if gpu_layers < 0 else gpu_layers
+        try:
+            self.model = internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"llama.cpp could not load model {model_id!r}") from exc
+        self.vocab = self.model.vocab
+        self.n_vocab = self.model.n_vocab()
+        self._formatter = self._chat_formatter()
+        self.info = ModelInfo(
+            id=model_id,
+            kind=ModelKind.GENERATE,
+            path=str(path),
+            created=int(path.stat().st_mtime),
+            context_size=context_size,
+            embedding_dim=self.model.n_embd(),
+            has_chat_template=self._formatter is not None,
+            size_bytes=path.stat().st_size,
+        )
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter | None:
+        template = self.model.metadata().get("tokenizer.chat_template")
+        if not template:
+            return None
+        eos = self.model.token_get_text(self.model.token_eos())
+        bos = self.model.token_get_text(self.model.token_bos())
+        return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special))
+
+    def piece(self, token: int) -> bytes:
+        return bytes(self.model.detokenize([token]))
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+        if self._formatter is None:
+            text, transcript_stops = render_transcript(messages)
+            return Prompt(tuple(self.tokenize(text)), transcript_stops, strip_leading_space=True)
+        chat: list[Any] = [{"role": m.role.value, "content": m.content} for m in messages]
+        rendered = self._formatter(messages=chat)
+        stop = rendered.stop
+        stops: tuple[str, ...] = tuple(stop) if isinstance(stop, list) else (stop,) if stop else ()
+        add_bos = not rendered.added_special
+        tokens = self.model.tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return Prompt(tuple(tokens), stops)
+
+    def close(self) -> None:
+        self.model.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,220 @@
+"""The engine loop: one thread owns the llama.cpp context; each step is schedule, run, postprocess."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from moltbot.engine.errors import EngineBusyError, EngineError
+from moltbot.engine.llama_model import LlamaModelFile
+from moltbot.engine.runner import LlamaRunner
+from moltbot.engine.sampler import Sampler, SamplerConfig
+from moltbot.engine.scheduler import Plan, Scheduler
+from moltbot.engine.sequence import Sequence, SequenceStatus
+from moltbot.engine.types import Chunk, FinishReason, SamplingParams
+
+log = logging.getLogger(__name__)
+
+END = object()  # the last item a sequence emits
+_IDLE_WAIT_S = 0.5
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for monitoring; read from other threads, written by the engine thread."""
+
+    waiting: int = 0
+    running: int = 0
+    steps_total: int = 0
+    last_batch_tokens: int = 0
+    prompt_tokens_total: int = 0
+    generated_tokens_total: int = 0
+    reused_tokens_total: int = 0
+    cache_hits_total: int = 0
+    cache_misses_total: int = 0
+    finished_total: int = 0
+    cancelled_total: int = 0
+
+
+def _sampler_config(params: SamplingParams) -> SamplerConfig:
+    return SamplerConfig(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        seed=params.seed if params.seed is not None else secrets.randbits(31),
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        grammar=params.grammar,
+    )
+
+
+class LLMEngine:
+    """Continuous batching over the slots of one context."""
+
+    def __init__(
+        self,
+        model: LlamaModelFile,
+        runner: LlamaRunner,
+        scheduler: Scheduler,
+        context_per_slot: int,
+        queue_timeout_s: float,
+    ) -> None:
+        self._model = model
+        self._runner = runner
+        self._scheduler = scheduler
+        self._context_per_slot = context_per_slot
+        self._queue_timeout_s = queue_timeout_s
+        self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self.stats = EngineStats()
+        self._thread = threading.Thread(target=self._loop, name=f"engine-{model.info.id}", daemon=True)
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        self._inbox.put(seq)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._inbox.put(None)
+        self._thread.join(timeout=timeout_s)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._drain_inbox(block=not self._scheduler.has_work)
+            if self._scheduler.has_work:
+                try:
+                    self.step()
+                except Exception:  # one bad step must not kill the engine
+                    log.exception("engine step failed")
+        for seq in [*self._scheduler.running, *self._scheduler.waiting]:
+            self._fail(seq, EngineError("the server is shutting down"))
+
+    def _drain_inbox(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=_IDLE_WAIT_S) if block else self._inbox.get_nowait()
+            while True:
+                if item is not None:
+                    self._scheduler.add(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+
+    def step(self) -> None:
+        """Schedule, run one batch, and deliver each sequence's new token."""
+        self._expire(time.monotonic())
+        plan = self._scheduler.schedule()
+        for seq in plan.admitted:
+            self._start(seq)
+        plan.work = [w for w in plan.work if w.seq.status is SequenceStatus.RUNNING]
+        if not plan.work:
+            return
+        rows = self._run(plan)
+        for item in plan.work:
+            item.seq.n_cached += item.count
+        for seq, row in rows.items():
+            self._sample(seq, row)
+        self._update_stats(plan)
+
+    def _run(self, plan: Plan) -> dict[Sequence, int]:
+        try:
+            return self._runner.decode(plan.work)
+        except EngineError as exc:
+            for item in plan.work:
+                self._scheduler.forget(item.seq.slot)
+                self._fail(item.seq, exc)
+            return {}
+
+    def _expire(self, now: float) -> None:
+        for seq in list(self._scheduler.running):
+            if seq.cancel.is_set():
+                self._finish(seq, FinishReason.CANCELLED)
+            elif now > seq.deadline:
+                self._finish(seq, FinishReason.TIMEOUT)
+        for seq in list(self._scheduler.waiting):
+            if seq.cancel.is_set():
+                self._finish(seq, FinishReason.CANCELLED)
+            elif now - seq.enqueued > self._queue_timeout_s:
+                self._fail(seq, EngineBusyError("request waited too long for the model; retry later", 2))
+
+    def _start(self, seq: Sequence) -> None:
+        if not self._runner.truncate(seq.slot, seq.n_cached):
+            self._runner.clear(seq.slot)
+            seq.n_cached = seq.reused = 0
+        stats = self.stats
+        stats.reused_tokens_total += seq.reused
+        stats.prompt_tokens_total += len(seq.prompt.tokens)
+        if seq.reused > 0:
+            stats.cache_hits_total += 1
+        else:
+            stats.cache_misses_total += 1
+        try:
+            seq.sampler = Sampler(self._model.vocab, self._model.n_vocab, _sampler_config(seq.params))
+        except EngineError as exc:
+            self._fail(seq, exc)
+
+    def _sample(self, seq: Sequence, row: int) -> None:
+        if seq.status is not SequenceStatus.RUNNING:
+            return
+        try:
+            token = seq.sampler.sample(self._runner.ctx, row)
+        except Exception:
+            log.exception("sampling failed for one sequence")
+            self._fail(seq, EngineError("sampling failed"))
+            return
+        if self._model.is_end_of_generation(token):
+            self._finish(seq, FinishReason.STOP)
+            return
+        seq.generated.append(token)
+        self.stats.generated_tokens_total += 1
+        text = seq.matcher.feed(seq.decoder.decode(self._model.piece(token)))
+        if seq.strip_leading_space and text:
+            text, seq.strip_leading_space = text.lstrip(" "), False
+        if text:
+            seq.emit(Chunk(text))
+        if seq.matcher.stopped:
+            self._finish(seq, FinishReason.STOP)
+        elif len(seq.generated) >= seq.params.max_tokens or seq.length >= self._context_per_slot:
+            self._finish(seq, FinishReason.LENGTH)
+
+    # -- endings -------------------------------------------------------------------------------
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        if seq.status is SequenceStatus.FINISHED:
+            return
+        tail = ""
+        if not seq.matcher.stopped and reason is not FinishReason.TIMEOUT:
+            tail = seq.matcher.feed(seq.decoder.decode(b"", final=True)) + seq.matcher.flush()
+            if seq.strip_leading_space:
+                tail = tail.lstrip(" ")
+        seq.emit(Chunk(tail, reason, len(seq.prompt.tokens), len(seq.generated)))
+        self._close(seq)
+        if reason is FinishReason.CANCELLED:
+            self.stats.cancelled_total += 1
+
+    def _fail(self, seq: Sequence, error: Exception) -> None:
+        seq.emit(error)
+        self._close(seq)
+
+    def _close(self, seq: Sequence) -> None:
+        if seq.status is SequenceStatus.FINISHED:
+            return
+        self._scheduler.finish(seq)
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+        seq.emit(END)
+        self.stats.finished_total += 1
+
+    def _update_stats(self, plan: Plan) -> None:
+        stats = self.stats
+        stats.steps_total += 1
+        stats.last_batch_tokens = plan.n_tokens
+        stats.running = len(self._scheduler.running)
+        stats.waiting = len(self._scheduler.waiting)

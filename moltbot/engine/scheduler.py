@@ -1,0 +1,132 @@
+"""Pure scheduling policy: which sequences run, on which KV slot, and how many tokens each step.
+
+Every step each running sequence that is decoding contributes its one pending token; sequences still
+reading their prompt take chunks from what is left of the step's token budget (chunked prefill);
+waiting sequences join between steps when a slot is free (continuous batching). A new sequence takes
+the free slot whose cached tokens share the longest prefix with its prompt, so a conversation that
+comes back finds its history already computed; with no useful prefix it takes the least recently used
+free slot. No llama.cpp here: the runner carries out what this decides.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from moltbot.engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass(slots=True)
+class Slot:
+    index: int
+    tokens: list[int] = field(default_factory=list)
+    busy: bool = False
+    last_used: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Work:
+    """Evaluate `count` pending tokens of `seq` from position `start`; sample after them if `sample`."""
+
+    seq: Sequence
+    start: int
+    count: int
+    sample: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    admitted: list[Sequence] = field(default_factory=list)
+    work: list[Work] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(w.count for w in self.work)
+
+
+def common_prefix(a: list[int], b: tuple[int, ...] | list[int]) -> int:
+    size = min(len(a), len(b))
+    for i in range(size):
+        if a[i] != b[i]:
+            return i
+    return size
+
+
+class Scheduler:
+    """Admission, slot choice with prefix reuse, and per-step token budgets."""
+
+    def __init__(self, n_slots: int, token_budget: int) -> None:
+        if n_slots < 1 or token_budget < n_slots:
+            raise ValueError("need at least one slot and a token budget of at least one token per slot")
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self.token_budget = token_budget
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self._tick = 0
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def schedule(self) -> Plan:
+        plan = Plan()
+        budget = self.token_budget
+        decoding = [s for s in self.running if s.n_pending == 1 and s.n_cached >= len(s.prompt.tokens)]
+        for seq in decoding:
+            plan.work.append(Work(seq, seq.n_cached, 1, True))
+        budget -= len(decoding)
+        for seq in self.running:
+            if seq not in decoding and budget > 0:
+                budget -= self._prefill(plan, seq, budget)
+        while self.waiting and budget > 0 and (slot := self._free_slot(self.waiting[0])) is not None:
+            seq = self.waiting.popleft()
+            self._admit(seq, slot)
+            plan.admitted.append(seq)
+            budget -= self._prefill(plan, seq, budget)
+        return plan
+
+    @staticmethod
+    def _prefill(plan: Plan, seq: Sequence, budget: int) -> int:
+        count = min(seq.n_pending, budget)
+        plan.work.append(Work(seq, seq.n_cached, count, count == seq.n_pending))
+        return count
+
+    def _free_slot(self, seq: Sequence) -> Slot | None:
+        free = [s for s in self.slots if not s.busy]
+        if not free:
+            return None
+        return max(free, key=lambda s: (self._reusable(s, seq), -s.last_used))
+
+    @staticmethod
+    def _reusable(slot: Slot, seq: Sequence) -> int:
+        # At least one prompt token is always evaluated, so the step has logits to sample from.
+        return min(common_prefix(slot.tokens, seq.prompt.tokens), len(seq.prompt.tokens) - 1)
+
+    def _admit(self, seq: Sequence, slot: Slot) -> None:
+        seq.reused = self._reusable(slot, seq)
+        seq.n_cached = seq.reused
+        seq.slot = slot.index
+        seq.status = SequenceStatus.RUNNING
+        slot.busy = True
+        slot.tokens = slot.tokens[: seq.reused]
+        self.running.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """Take `seq` out; its slot keeps the tokens now in its KV cache for later reuse."""
+        if seq.status is SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        elif seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+            slot = self.slots[seq.slot]
+            slot.busy = False
+            slot.tokens = seq.tokens[: seq.n_cached]
+            self._tick += 1
+            slot.last_used = self._tick
+        seq.status = SequenceStatus.FINISHED
+
+    def forget(self, slot_index: int) -> None:
+        """The slot's KV content is no longer trusted (a failed step): reuse none of it."""
+        self.slots[slot_index].tokens = []

@@ -1,0 +1,66 @@
+"""One generation request as the engine tracks it."""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moltbot.engine.stops import StopMatcher
+from moltbot.engine.types import Prompt, SamplingParams
+
+_ids = itertools.count()
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Prompt and generated tokens; `n_cached` of them are in the KV cache of slot `slot`."""
+
+    prompt: Prompt
+    params: SamplingParams
+    emit: Callable[[object], None]
+    cancel: threading.Event
+    enqueued: float
+    deadline: float
+    id: int = field(default_factory=lambda: next(_ids))
+    status: SequenceStatus = SequenceStatus.WAITING
+    slot: int = -1
+    n_cached: int = 0
+    reused: int = 0
+    generated: list[int] = field(default_factory=list)
+    sampler: Any = None
+    matcher: StopMatcher = field(init=False)
+    decoder: codecs.IncrementalDecoder = field(init=False)
+    strip_leading_space: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = StopMatcher((*self.params.stop, *self.prompt.template_stop))
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.strip_leading_space = self.prompt.strip_leading_space
+
+    @property
+    def tokens(self) -> list[int]:
+        return [*self.prompt.tokens, *self.generated]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt.tokens) + len(self.generated)
+
+    @property
+    def n_pending(self) -> int:
+        """Tokens not yet in the KV cache: the rest of the prompt, or the last sampled token."""
+        return self.length - self.n_cached
+
+    def pending(self, start: int, count: int) -> list[int]:
+        tokens = self.tokens
+        return tokens[start : start + count]
