@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from starlette.routing import Route
 
 from moltbot import __version__
@@ -22,11 +23,12 @@ from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.gateway.auth import AuthMiddleware, check_declared
 from moltbot.gateway.errors import install_error_handlers
 from moltbot.gateway.limits import RequestLimitsMiddleware
-from moltbot.gateway.routes import chat, completions, embeddings, health, models
+from moltbot.gateway.routes import chat, completions, embeddings, health, metrics, models
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.gateway.timing import TimingMiddleware
 from moltbot.models.manager import ModelManager, WorkerFactory
 from moltbot.models.store import ModelFormat, ModelSource, discover, install_bundled
+from moltbot.monitor.engine_metrics import EngineCollector
 from moltbot.settings import Runtime
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
@@ -97,9 +99,11 @@ def create_app(services: Services) -> FastAPI:
 
     app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.models = services.models
+    app.state.registry = CollectorRegistry()
+    app.state.registry.register(EngineCollector(services.models))
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
     install_error_handlers(app)
-    modules = (health, models, chat, completions, embeddings)
+    modules = (health, models, chat, completions, embeddings, metrics)
     for module in modules:
         app.include_router(module.router)
     # FastAPI keeps included routers as opaque entries: match against the routers' own routes.

@@ -211,6 +211,8 @@ class LLMEngine:
             seq.sampler = None
         seq.emit(END)
         self.stats.finished_total += 1
+        self.stats.running = len(self._scheduler.running)
+        self.stats.waiting = len(self._scheduler.waiting)
 
     def _update_stats(self, plan: Plan) -> None:
         stats = self.stats

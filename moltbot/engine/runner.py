@@ -43,6 +43,9 @@ class LlamaRunner:
         params.n_threads_batch = options.threads
         params.swa_full = True
         params.kv_unified = False
+        # Flash attention on the CPU accumulates in lower precision and its results depend on how a
+        # batch is split: off, a sequence's logits are bit-identical alone or batched with others.
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         try:
             self._ctx = internals.LlamaContext(model=model.model, params=params, verbose=False)
         except ValueError as exc:

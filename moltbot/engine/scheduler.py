@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from moltbot.engine.sequence import Sequence, SequenceStatus
 
+MIN_REUSE = 8  # a shorter shared prefix (a BOS token, a common preamble) is not worth evicting a cache
+
 
 @dataclass(slots=True)
 class Slot:
@@ -98,7 +100,12 @@ class Scheduler:
         free = [s for s in self.slots if not s.busy]
         if not free:
             return None
-        return max(free, key=lambda s: (self._reusable(s, seq), -s.last_used))
+        return max(free, key=lambda s: self._preference(s, seq))
+
+    def _preference(self, slot: Slot, seq: Sequence) -> tuple[int, bool, int]:
+        """Longest useful prefix first; else an empty slot; else the least recently used one."""
+        reusable = self._reusable(slot, seq)
+        return (reusable if reusable >= MIN_REUSE else 0, not slot.tokens, -slot.last_used)
 
     @staticmethod
     def _reusable(slot: Slot, seq: Sequence) -> int:

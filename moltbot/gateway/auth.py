@@ -26,6 +26,7 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/chat/completions": KeyScope.CHAT,
     "/v1/completions": KeyScope.CHAT,
     "/v1/embeddings": KeyScope.EMBEDDINGS,
+    "/metrics": KeyScope.METRICS,
 }
 
 

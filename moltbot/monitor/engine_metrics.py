@@ -1,0 +1,66 @@
+"""Prometheus view of the engines: queue, running sequences, batch size, tokens, prefix-cache use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import fields
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from moltbot.engine.llm_engine import EngineStats
+from moltbot.models.manager import ModelManager
+
+_HELP = {
+    "waiting": "Requests waiting for a sequence slot.",
+    "running": "Sequences being decoded together.",
+    "last_batch_tokens": "Tokens evaluated in the engine's last step (batch size).",
+    "steps_total": "Engine steps (one llama_decode each).",
+    "prompt_tokens_total": "Prompt tokens admitted.",
+    "generated_tokens_total": "Tokens generated.",
+    "reused_tokens_total": "Prompt tokens found already computed in the KV cache and not evaluated again.",
+    "cache_hits_total": "Requests that reused part of their prompt from the KV cache.",
+    "cache_misses_total": "Requests that reused nothing from the KV cache.",
+    "finished_total": "Sequences ended, for any reason.",
+    "cancelled_total": "Sequences ended because the client left.",
+}
+_NAMES = {
+    "waiting": "moltbot_engine_requests_waiting",
+    "running": "moltbot_engine_sequences_running",
+    "last_batch_tokens": "moltbot_engine_batch_tokens",
+    "steps_total": "moltbot_engine_steps",
+    "prompt_tokens_total": "moltbot_engine_prompt_tokens",
+    "generated_tokens_total": "moltbot_engine_generated_tokens",
+    "reused_tokens_total": "moltbot_engine_cache_reused_tokens",
+    "cache_hits_total": "moltbot_engine_cache_hits",
+    "cache_misses_total": "moltbot_engine_cache_misses",
+    "finished_total": "moltbot_engine_sequences_finished",
+    "cancelled_total": "moltbot_engine_sequences_cancelled",
+}
+
+
+class EngineCollector(Collector):
+    """Reads every loaded model's engine counters at scrape time."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for name in (f.name for f in fields(EngineStats)):
+            kind = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            families[name] = kind(_NAMES[name], _HELP[name], labels=["model"])
+        in_flight = GaugeMetricFamily(
+            "moltbot_engine_requests_in_flight", "Requests admitted and not yet finished.", labels=["model"]
+        )
+        for entry in self._models.entries():
+            worker = entry.worker
+            if worker is None:
+                continue
+            in_flight.add_metric([entry.source.id], worker.queue_depth)
+            stats = getattr(worker, "stats", None)
+            if isinstance(stats, EngineStats):
+                for name, family in families.items():
+                    family.add_metric([entry.source.id], getattr(stats, name))
+        yield in_flight
+        yield from families.values()
