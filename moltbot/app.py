@@ -47,7 +47,9 @@ class Services:
 def worker_factory(runtime: Runtime) -> WorkerFactory:
     settings = runtime.settings
     limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
-    options = RunnerOptions(runtime.parallel, runtime.context_size, runtime.batch_size, runtime.threads)
+    options = RunnerOptions(
+        runtime.parallel, runtime.context_size, runtime.batch_size, runtime.threads, runtime.kv_cache_bytes
+    )
 
     def build(source: ModelSource) -> Worker:
         if source.format is ModelFormat.GGUF:

@@ -39,12 +39,13 @@ class Profile:
     parallel: int  # sequences decoded together, each with its own KV region of context_size
     max_queue: int  # requests waiting beyond those running
     embedding_batch: int
+    kv_cache_bytes: int  # host-memory tier for KV states of conversations not in a slot
 
 
 PROFILES: dict[ProfileName, Profile] = {
-    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8, 8),
-    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 4096, 512, 12, 32, 32),
-    ProfileName.PRO: Profile(ProfileName.PRO, 8192, 1024, 32, 64, 64),
+    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8, 8, 256 << 20),
+    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 4096, 512, 12, 32, 32, 2 << 30),
+    ProfileName.PRO: Profile(ProfileName.PRO, 8192, 1024, 32, 64, 64, 8 << 30),
 }
 
 
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
     context_size: int | None = Field(default=None, ge=256, le=1 << 20)
     batch_size: int | None = Field(default=None, ge=16, le=8192)
     parallel: int | None = Field(default=None, ge=1, le=256)
+    kv_cache_bytes: int | None = Field(default=None, ge=0)
     max_queue: int | None = Field(default=None, ge=1, le=10_000)
     gpu_layers: int | None = Field(default=None, ge=-1)
     model_path: Path | None = None
@@ -135,6 +137,7 @@ class Runtime:
     batch_size: int
     parallel: int
     max_queue: int
+    kv_cache_bytes: int
     gpu_layers: int
 
     def describe(self) -> dict[str, Any]:
@@ -147,6 +150,7 @@ class Runtime:
             batch_size=self.batch_size,
             parallel=self.parallel,
             max_queue=self.max_queue,
+            kv_cache_bytes=self.kv_cache_bytes,
             gpu_layers=self.gpu_layers,
         )
         return values
@@ -167,6 +171,7 @@ def resolve(settings: Settings, resources: Resources) -> Runtime:
         context_size=settings.context_size or profile.context_size,
         batch_size=max(settings.batch_size or profile.batch_size, settings.parallel or profile.parallel),
         parallel=settings.parallel or profile.parallel,
+        kv_cache_bytes=profile.kv_cache_bytes if settings.kv_cache_bytes is None else settings.kv_cache_bytes,
         max_queue=settings.max_queue or profile.max_queue,
         gpu_layers=gpu_layers,
     )

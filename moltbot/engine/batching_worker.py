@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from moltbot.engine.errors import EngineBusyError, UnsupportedOperationError
+from moltbot.engine.kv_cache import HostKVCache
 from moltbot.engine.llama_model import LlamaModelFile
 from moltbot.engine.llm_engine import END, EngineStats, LLMEngine
 from moltbot.engine.runner import LlamaRunner, RunnerOptions
@@ -28,7 +29,10 @@ class BatchingWorker:
         self._lock = threading.Lock()
         runner = LlamaRunner(model, options)
         scheduler = Scheduler(options.slots, options.batch_size)
-        self._engine = LLMEngine(model, runner, scheduler, options.context_per_slot, limits.queue_timeout_s)
+        host = HostKVCache(options.host_cache_bytes) if options.host_cache_bytes > 0 else None
+        self._engine = LLMEngine(
+            model, runner, scheduler, options.context_per_slot, limits.queue_timeout_s, host_cache=host
+        )
         self._runner = runner
 
     @property

@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass
 
 from moltbot.engine.errors import EngineBusyError, EngineError
+from moltbot.engine.kv_cache import HostKVCache
 from moltbot.engine.llama_model import LlamaModelFile
 from moltbot.engine.runner import LlamaRunner
 from moltbot.engine.sampler import Sampler, SamplerConfig
-from moltbot.engine.scheduler import Plan, Scheduler
+from moltbot.engine.scheduler import MIN_REUSE, Plan, Scheduler, Work
 from moltbot.engine.sequence import Sequence, SequenceStatus
 from moltbot.engine.types import Chunk, FinishReason, SamplingParams
 
@@ -36,6 +37,10 @@ class EngineStats:
     reused_tokens_total: int = 0
     cache_hits_total: int = 0
     cache_misses_total: int = 0
+    host_cache_bytes: int = 0
+    host_cache_entries: int = 0
+    host_cache_saves_total: int = 0
+    host_cache_restores_total: int = 0
     finished_total: int = 0
     cancelled_total: int = 0
 
@@ -53,6 +58,15 @@ def _sampler_config(params: SamplingParams) -> SamplerConfig:
     )
 
 
+def _rebased(work: Work) -> Work:
+    """Work planned before a sequence's start moved (a restored or refused cache): start where it is."""
+    seq = work.seq
+    if work.start == seq.n_cached:
+        return work
+    count = min(work.count, seq.n_pending)
+    return Work(seq, seq.n_cached, count, count == seq.n_pending)
+
+
 class LLMEngine:
     """Continuous batching over the slots of one context."""
 
@@ -63,8 +77,11 @@ class LLMEngine:
         scheduler: Scheduler,
         context_per_slot: int,
         queue_timeout_s: float,
+        *,
+        host_cache: HostKVCache | None = None,
     ) -> None:
         self._model = model
+        self._host = host_cache
         self._runner = runner
         self._scheduler = scheduler
         self._context_per_slot = context_per_slot
@@ -112,7 +129,7 @@ class LLMEngine:
         plan = self._scheduler.schedule()
         for seq in plan.admitted:
             self._start(seq)
-        plan.work = [w for w in plan.work if w.seq.status is SequenceStatus.RUNNING]
+        plan.work = [_rebased(w) for w in plan.work if w.seq.status is SequenceStatus.RUNNING]
         if not plan.work:
             return
         rows = self._run(plan)
@@ -144,6 +161,8 @@ class LLMEngine:
                 self._fail(seq, EngineBusyError("request waited too long for the model; retry later", 2))
 
     def _start(self, seq: Sequence) -> None:
+        if self._host is not None:
+            self._swap_with_host(seq)
         if not self._runner.truncate(seq.slot, seq.n_cached):
             self._runner.clear(seq.slot)
             seq.n_cached = seq.reused = 0
@@ -158,6 +177,20 @@ class LLMEngine:
             seq.sampler = Sampler(self._model.vocab, self._model.n_vocab, _sampler_config(seq.params))
         except EngineError as exc:
             self._fail(seq, exc)
+
+    def _swap_with_host(self, seq: Sequence) -> None:
+        """Save what the slot held if it is about to be lost; restore a longer cached prefix if any."""
+        host = self._host
+        assert host is not None  # noqa: S101 - only called with a host cache
+        if len(seq.evicted) - seq.reused >= MIN_REUSE and host.put(seq.evicted, self._runner.save(seq.slot)):
+            self.stats.host_cache_saves_total += 1
+        state, shared = host.best(seq.prompt.tokens, len(seq.prompt.tokens) - 1)
+        if state is not None and shared >= seq.reused + MIN_REUSE and self._runner.restore(seq.slot, state.data):
+            host.take(state)
+            seq.n_cached = seq.reused = shared
+            self.stats.host_cache_restores_total += 1
+        self.stats.host_cache_bytes = host.bytes
+        self.stats.host_cache_entries = len(host)
 
     def _sample(self, seq: Sequence, row: int) -> None:
         if seq.status is not SequenceStatus.RUNNING:

@@ -7,6 +7,7 @@ Each slot is a llama.cpp sequence id with its own region of the KV cache (`kv_un
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import llama_cpp
@@ -24,6 +25,7 @@ class RunnerOptions:
     context_per_slot: int
     batch_size: int
     threads: int
+    host_cache_bytes: int = 0
 
 
 class DecodeError(EngineError):
@@ -65,6 +67,22 @@ class LlamaRunner:
 
     def clear(self, slot: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, slot, 0, -1)
+
+    def save(self, slot: int) -> bytes:
+        """A copy of the slot's KV state, for the host-memory tier."""
+        size = llama_cpp.llama_state_seq_get_size(self._ctx.ctx, slot)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx.ctx, buffer, size, slot)
+        return bytes(memoryview(buffer)[:written])
+
+    def restore(self, slot: int, data: bytes) -> bool:
+        """Replace the slot's KV content with a saved state; False if llama.cpp refuses it."""
+        self.clear(slot)
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if llama_cpp.llama_state_seq_set_data(self._ctx.ctx, buffer, len(data), slot) == 0:
+            self.clear(slot)
+            return False
+        return True
 
     def decode(self, work: list[Work]) -> dict[Sequence, int]:
         """Evaluate every work item in one batch; return the batch row of each item that samples."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from moltbot.engine.sequence import Sequence, SequenceStatus
 
-MIN_REUSE = 8  # a shorter shared prefix (a BOS token, a common preamble) is not worth evicting a cache
+MIN_REUSE = 8  # a shorter shared prefix (a BOS token, say) is not worth taking a slot for
 
 
 @dataclass(slots=True)
@@ -103,9 +103,17 @@ class Scheduler:
         return max(free, key=lambda s: self._preference(s, seq))
 
     def _preference(self, slot: Slot, seq: Sequence) -> tuple[int, bool, int]:
-        """Longest useful prefix first; else an empty slot; else the least recently used one."""
+        """The slot whose content the prompt mostly continues; else an empty slot; else the least recent."""
+        return (self._continued(slot, seq), not slot.tokens, -slot.last_used)
+
+    def _continued(self, slot: Slot, seq: Sequence) -> int:
+        """Tokens of the slot the prompt reuses, or 0 when it does not mostly continue that content.
+
+        As llama.cpp's server does (slot prompt similarity 0.5): sharing a template's preamble with
+        another conversation is no reason to overwrite that conversation's cache.
+        """
         reusable = self._reusable(slot, seq)
-        return (reusable if reusable >= MIN_REUSE else 0, not slot.tokens, -slot.last_used)
+        return reusable if reusable >= MIN_REUSE and 2 * reusable >= len(slot.tokens) else 0
 
     @staticmethod
     def _reusable(slot: Slot, seq: Sequence) -> int:
@@ -113,8 +121,9 @@ class Scheduler:
         return min(common_prefix(slot.tokens, seq.prompt.tokens), len(seq.prompt.tokens) - 1)
 
     def _admit(self, seq: Sequence, slot: Slot) -> None:
-        seq.reused = self._reusable(slot, seq)
+        seq.reused = self._continued(slot, seq)
         seq.n_cached = seq.reused
+        seq.evicted = tuple(slot.tokens)
         seq.slot = slot.index
         seq.status = SequenceStatus.RUNNING
         slot.busy = True

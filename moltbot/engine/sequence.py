@@ -37,6 +37,7 @@ class Sequence:
     slot: int = -1
     n_cached: int = 0
     reused: int = 0
+    evicted: tuple[int, ...] = ()  # what the slot held before this sequence took it
     generated: list[int] = field(default_factory=list)
     sampler: Any = None
     matcher: StopMatcher = field(init=False)

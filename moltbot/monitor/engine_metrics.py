@@ -22,6 +22,10 @@ _HELP = {
     "cache_hits_total": "Requests that reused part of their prompt from the KV cache.",
     "cache_misses_total": "Requests that reused nothing from the KV cache.",
     "finished_total": "Sequences ended, for any reason.",
+    "host_cache_bytes": "Bytes of KV states kept in host memory.",
+    "host_cache_entries": "KV states kept in host memory.",
+    "host_cache_saves_total": "KV states copied from a slot to host memory.",
+    "host_cache_restores_total": "KV states copied back from host memory into a slot.",
     "cancelled_total": "Sequences ended because the client left.",
 }
 _NAMES = {
@@ -35,6 +39,10 @@ _NAMES = {
     "cache_hits_total": "moltbot_engine_cache_hits",
     "cache_misses_total": "moltbot_engine_cache_misses",
     "finished_total": "moltbot_engine_sequences_finished",
+    "host_cache_bytes": "moltbot_engine_host_cache_bytes",
+    "host_cache_entries": "moltbot_engine_host_cache_entries",
+    "host_cache_saves_total": "moltbot_engine_host_cache_saves",
+    "host_cache_restores_total": "moltbot_engine_host_cache_restores",
     "cancelled_total": "moltbot_engine_sequences_cancelled",
 }
 

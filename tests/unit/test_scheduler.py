@@ -147,3 +147,16 @@ def test_finishing_a_waiting_sequence() -> None:
 def test_rejects_a_budget_below_one_token_per_slot() -> None:
     with pytest.raises(ValueError, match="budget"):
         Scheduler(n_slots=4, token_budget=2)
+
+
+def test_a_shared_preamble_does_not_take_another_conversations_slot() -> None:
+    scheduler = Scheduler(n_slots=2, token_budget=64)
+    preamble = list(range(1, 11))
+    first = seq([*preamble, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50])
+    scheduler.add(first)
+    run_step(scheduler)
+    scheduler.finish(first)
+    other = seq([*preamble, 60, 61])  # shares 10 of the 21 cached tokens: under half
+    scheduler.add(other)
+    scheduler.schedule()
+    assert other.slot != first.slot and other.reused == 0

@@ -1,0 +1,67 @@
+"""Host-memory tier of the KV cache: sequence states saved from llama.cpp, kept LRU by a byte budget.
+
+When a slot is handed to another conversation, the state of what it held is copied out
+(`llama_state_seq_get_data`); a later request whose prompt starts with those tokens gets it copied back
+into its slot (`llama_state_seq_set_data`) and evaluates only the rest.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from moltbot.engine.scheduler import common_prefix
+
+
+@dataclass(slots=True, frozen=True)
+class SavedState:
+    tokens: tuple[int, ...]
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class HostKVCache:
+    """Saved sequence states, least recently used evicted first once over `budget_bytes`."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[tuple[int, ...], SavedState] = OrderedDict()
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, tokens: tuple[int, ...], data: bytes) -> bool:
+        """Keep a state; entries whose tokens are a prefix of it are dropped (it covers them)."""
+        if not tokens or len(data) > self.budget_bytes:
+            return False
+        for key in [k for k in self._entries if tokens[: len(k)] == k]:
+            self._drop(key)
+        self._entries[tokens] = SavedState(tokens, data)
+        self.bytes += len(data)
+        while self.bytes > self.budget_bytes:
+            self._drop(next(iter(self._entries)))
+            self.evictions += 1
+        return True
+
+    def best(self, prompt: tuple[int, ...], limit: int) -> tuple[SavedState | None, int]:
+        """The saved state sharing the longest prefix with `prompt` (at most `limit` tokens)."""
+        best: SavedState | None = None
+        best_len = 0
+        for state in self._entries.values():
+            shared = min(common_prefix(list(state.tokens), prompt), limit)
+            if shared > best_len:
+                best, best_len = state, shared
+        return best, best_len
+
+    def take(self, state: SavedState) -> None:
+        """Remove a state that is being restored into a slot (it lives there now)."""
+        self._drop(state.tokens)
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        state = self._entries.pop(key)
+        self.bytes -= state.size
