@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,11 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from common import BUNDLED_CHAT_MODEL, PromptMaker, create_key, install_bundled, percentile, start_peer, stop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from moltbot.models.store import BUNDLED_CHAT_MODEL, install_bundled
-from tests.helpers import create_key, free_port, running_server
+from tests.helpers import running_server
 
 GENERATED = 128
 PROMPT_TOKENS = 128
@@ -39,26 +36,6 @@ class Samples:
     decode_tps: list[float] = field(default_factory=list)
     e2e: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-class PromptMaker:
-    """Counting prompts of exactly PROMPT_TOKENS tokens (with BOS), cut with the model's own tokenizer."""
-
-    def __init__(self, model_path: Path) -> None:
-        import llama_cpp
-
-        self._vocab = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
-
-    def make(self, start: int) -> str:
-        text = ", ".join(str(n) for n in range(start, start + 100))
-        tokens = self._vocab.tokenize(text.encode(), add_bos=False)[: PROMPT_TOKENS - 1]
-        cut = self._vocab.detokenize(tokens).decode("utf-8", errors="ignore")
-        return cut.rsplit(",", 1)[0] + ","
 
 
 def stream_once(client: httpx.Client, model: str, prompt: str) -> tuple[float, float, float, int]:
@@ -105,27 +82,6 @@ def gateway_overhead(client: httpx.Client, model: str, requests: int, prompts: P
     return overheads
 
 
-def start_peer(model_path: Path, threads: int, context: int, batch: int) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model_path), "--model_alias", "peer",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", str(context), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-        "--n_batch", str(batch), "--n_ubatch", str(batch),
-    ]  # fmt: skip
-    peer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                return peer, port
-        except httpx.TransportError:
-            time.sleep(0.2)
-    peer.kill()
-    raise RuntimeError("llama_cpp.server did not start")
-
-
 def row(name: str, ours: float, peer: float | None, unit: str, higher_is_better: bool) -> str:
     if peer is None:
         return f"| {name} | {ours:.2f} {unit} | - | - |"
@@ -147,7 +103,7 @@ def main() -> int:
         install_bundled(data_dir / "models")
         model_path = data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf"
         key = create_key(data_dir, "chat,models:read", name="bench")
-        prompts = PromptMaker(model_path)
+        prompts = PromptMaker(model_path, PROMPT_TOKENS)
         env = {
             "MOLTBOT_THREADS": str(args.threads),
             "MOLTBOT_CONTEXT_SIZE": str(args.context),
@@ -156,13 +112,12 @@ def main() -> int:
         with running_server(data_dir, env) as server, server.client(key, timeout=300) as client:
             ours = measure(client, BUNDLED_CHAT_MODEL, args.requests, prompts)
             overhead = gateway_overhead(client, BUNDLED_CHAT_MODEL, args.requests, prompts)
-        peer_process, port = start_peer(model_path, args.threads, args.context, args.batch)
+        peer_process, url = start_peer(model_path, args.threads, args.context, args.batch)
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            with httpx.Client(base_url=url, timeout=300) as client:
                 peer = measure(client, "peer", args.requests, prompts)
         finally:
-            peer_process.terminate()
-            peer_process.wait(timeout=30)
+            stop(peer_process)
 
     print(f"\nsingle stream: {args.requests} requests each (+{WARMUP} warm-up), ~{PROMPT_TOKENS} prompt tokens, "
           f"{GENERATED} generated, temperature 0, threads {args.threads}, context {args.context}\n")  # fmt: skip
