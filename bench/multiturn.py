@@ -122,8 +122,8 @@ def main() -> int:
         finally:
             stop(peer)
 
-    print(f"\nmulti-turn: moltbot {args.conversations} conversations, peer {args.peer_conversations}, "
-          f"{args.turns} turns, ~50 user tokens a turn, {MAX_TOKENS} answer tokens, threads {args.threads}\n")  # fmt: skip
+    shape = f"{args.turns} turns, ~50 user tokens a turn, {MAX_TOKENS} answer tokens, threads {args.threads}"
+    print(f"\nmulti-turn: moltbot {args.conversations} conversations, peer {args.peer_conversations}, {shape}\n")
     print("| turn | moltbot TTFT p50 | peer TTFT p50 | peer / moltbot |")
     print("|---|---|---|---|")
     for turn in range(1, args.turns + 1):
