@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     max_stop: int = Field(default=4, ge=0)
     max_stop_chars: int = Field(default=256, ge=1)
     max_tokens_limit: int = Field(default=4096, ge=1)
+    max_n: int = Field(default=4, ge=1, le=64)
     max_embedding_inputs: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=300.0, gt=0)
     queue_timeout_s: float = Field(default=60.0, gt=0)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from moltbot.engine.errors import EngineBusyError, UnsupportedOperationError
 from moltbot.engine.kv_cache import HostKVCache
@@ -51,19 +52,35 @@ class BatchingWorker:
     def stats(self) -> EngineStats:
         return self._engine.stats
 
-    def _admit(self) -> None:
-        with self._lock:
-            if self._in_flight >= self._capacity:
-                raise EngineBusyError(f"model {self.info.id!r} is busy; retry later", retry_after_s=1)
-            self._in_flight += 1
-
     def _release(self) -> None:
         with self._lock:
             self._in_flight -= 1
 
     def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Chunk]:
         """Admit and submit now (raising EngineBusyError when full); iterate for the sequence's chunks."""
-        self._admit()
+        return self.streams(prompt, params, 1)[0]
+
+    def streams(self, prompt: Prompt, params: SamplingParams, n: int) -> list[AsyncIterator[Chunk]]:
+        """`n` completions of one prompt: the prompt is computed once and its KV copied to the others."""
+        self._admit_many(n)
+        parent: EngineSequence | None = None
+        out = []
+        for index in range(n):
+            seed = None if params.seed is None else params.seed + index
+            seq, chunks = self._sequence(prompt, replace(params, seed=seed), parent)
+            parent = parent or seq
+            out.append(chunks)
+        return out
+
+    def _admit_many(self, n: int) -> None:
+        with self._lock:
+            if self._in_flight + n > self._capacity:
+                raise EngineBusyError(f"model {self.info.id!r} is busy; retry later", retry_after_s=1)
+            self._in_flight += n
+
+    def _sequence(
+        self, prompt: Prompt, params: SamplingParams, parent: EngineSequence | None
+    ) -> tuple[EngineSequence, AsyncIterator[Chunk]]:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
@@ -77,9 +94,9 @@ class BatchingWorker:
                 cancel.set()
 
         now = time.monotonic()
-        seq = EngineSequence(prompt, params, emit, cancel, now, now + self._limits.request_timeout_s)
+        seq = EngineSequence(prompt, params, emit, cancel, now, now + self._limits.request_timeout_s, after=parent)
         self._engine.submit(seq)
-        return self._chunks(inbox, cancel)
+        return seq, self._chunks(inbox, cancel)
 
     @staticmethod
     async def _chunks(inbox: asyncio.Queue[object], cancel: threading.Event) -> AsyncIterator[Chunk]:

@@ -163,6 +163,9 @@ class LLMEngine:
     def _start(self, seq: Sequence) -> None:
         if self._host is not None:
             self._swap_with_host(seq)
+        parent = seq.after
+        if parent is not None and parent.status is SequenceStatus.RUNNING and parent.prompt_ready:
+            self._copy_prompt(parent, seq)
         if not self._runner.truncate(seq.slot, seq.n_cached):
             self._runner.clear(seq.slot)
             seq.n_cached = seq.reused = 0
@@ -177,6 +180,12 @@ class LLMEngine:
             seq.sampler = Sampler(self._model.vocab, self._model.n_vocab, _sampler_config(seq.params))
         except EngineError as exc:
             self._fail(seq, exc)
+
+    def _copy_prompt(self, parent: Sequence, seq: Sequence) -> None:
+        """n > 1: take the parent's computed prompt instead of computing it again."""
+        keep = len(seq.prompt.tokens) - 1  # the last prompt token is evaluated again, for this one's logits
+        if keep > seq.reused and self._runner.restore(seq.slot, self._runner.save(parent.slot)):
+            seq.n_cached = seq.reused = keep
 
     def _swap_with_host(self, seq: Sequence) -> None:
         """Save what the slot held if it is about to be lost; restore a longer cached prefix if any."""

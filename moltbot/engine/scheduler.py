@@ -83,12 +83,25 @@ class Scheduler:
         for seq in self.running:
             if seq not in decoding and budget > 0:
                 budget -= self._prefill(plan, seq, budget)
-        while self.waiting and budget > 0 and (slot := self._free_slot(self.waiting[0])) is not None:
-            seq = self.waiting.popleft()
+        for seq in list(self.waiting):
+            if budget <= 0:
+                break
+            if not self._can_start(seq):
+                continue
+            slot = self._free_slot(seq)
+            if slot is None:
+                break
+            self.waiting.remove(seq)
             self._admit(seq, slot)
             plan.admitted.append(seq)
             budget -= self._prefill(plan, seq, budget)
         return plan
+
+    @staticmethod
+    def _can_start(seq: Sequence) -> bool:
+        """A copy (n > 1) waits until the sequence it copies has its whole prompt computed."""
+        parent = seq.after
+        return parent is None or parent.status is not SequenceStatus.RUNNING or parent.prompt_ready
 
     @staticmethod
     def _prefill(plan: Plan, seq: Sequence, budget: int) -> int:

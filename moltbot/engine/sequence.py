@@ -32,6 +32,7 @@ class Sequence:
     cancel: threading.Event
     enqueued: float
     deadline: float
+    after: Sequence | None = None  # for n > 1: the sequence whose computed prompt this one copies
     id: int = field(default_factory=lambda: next(_ids))
     status: SequenceStatus = SequenceStatus.WAITING
     slot: int = -1
@@ -56,6 +57,11 @@ class Sequence:
     @property
     def length(self) -> int:
         return len(self.prompt.tokens) + len(self.generated)
+
+    @property
+    def prompt_ready(self) -> bool:
+        """Whether the whole prompt is in the KV cache."""
+        return self.n_cached >= len(self.prompt.tokens)
 
     @property
     def n_pending(self) -> int:

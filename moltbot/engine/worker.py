@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from moltbot.engine.backend import Backend
-from moltbot.engine.errors import EngineBusyError, RequestTimeoutError
+from moltbot.engine.errors import EngineBusyError, RequestTimeoutError, UnsupportedOperationError
 from moltbot.engine.types import (
     Chunk,
     Completion,
@@ -110,6 +110,11 @@ class ModelWorker:
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         return await self.call(lambda: self._backend.embed(texts))
+
+    def streams(self, prompt: Prompt, params: SamplingParams, n: int) -> list[AsyncIterator[Chunk]]:
+        if n != 1:
+            raise UnsupportedOperationError(f"model {self.info.id!r} gives one completion per request", param="n")
+        return [self.stream(prompt, params)]
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion:
         return await collect(self.stream(prompt, params))

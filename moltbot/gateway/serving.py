@@ -16,7 +16,17 @@ import numpy as np
 from moltbot.engine.backend import Worker
 from moltbot.engine.errors import ContextLengthError, EngineError, RequestTimeoutError, UnsupportedOperationError
 from moltbot.engine.grammars import JSON_OBJECT_GRAMMAR, json_schema_grammar
-from moltbot.engine.types import ChatMessage, Chunk, FinishReason, ModelKind, Prompt, Role, SamplingParams
+from moltbot.engine.types import (
+    ChatMessage,
+    Chunk,
+    Completion,
+    FinishReason,
+    ModelKind,
+    Prompt,
+    Role,
+    SamplingParams,
+)
+from moltbot.engine.worker import collect
 from moltbot.gateway.errors import APIError, envelope, from_engine
 from moltbot.gateway.schemas import (
     ChatCompletionRequest,
@@ -77,8 +87,8 @@ class OpenAIServing:
             raise APIError(
                 400, f"'{unsupported}' is not supported by this server", param=unsupported, code="unsupported"
             )
-        if (n or 1) != 1:
-            raise APIError(400, "n > 1 is not supported yet: send n = 1", param="n", code="unsupported")
+        if (n or 1) > limits.max_n:
+            raise APIError(400, f"n must be at most {limits.max_n}", param="n", code="invalid_value")
         if len(stops) > limits.max_stop:
             raise APIError(400, f"at most {limits.max_stop} stop sequences are allowed", param="stop")
         if any(len(s) > limits.max_stop_chars for s in stops):
@@ -140,7 +150,7 @@ class OpenAIServing:
 
     async def chat(self, req: ChatCompletionRequest) -> Reply:
         worker, prompt, params = await self.prepare_chat(req)
-        done = await worker.generate(prompt, params)
+        results = await _gather(worker.streams(prompt, params, req.n or 1))
         body = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
@@ -149,22 +159,25 @@ class OpenAIServing:
             "system_fingerprint": None,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "message": {"role": "assistant", "content": done.text, "refusal": None},
                     "logprobs": None,
                     "finish_reason": _finish(done.finish_reason),
                 }
+                for index, done in enumerate(results)
             ],
-            "usage": _usage(done.prompt_tokens, done.completion_tokens),
+            "usage": _usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results)),
         }
-        return Reply(body, done.engine_seconds)
+        return Reply(body, max(r.engine_seconds for r in results))
 
     async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
         worker, prompt, params = await self.prepare_chat(req)
-        chunks = await _started(worker.stream(prompt, params))
-        return self._chat_events(worker.info.id, chunks, req.include_usage())
+        streams = [await _started(s) for s in worker.streams(prompt, params, req.n or 1)]
+        return self._chat_events(worker.info.id, streams, req.include_usage())
 
-    async def _chat_events(self, model: str, chunks: AsyncIterator[Chunk], include_usage: bool) -> AsyncIterator[bytes]:
+    async def _chat_events(
+        self, model: str, streams: list[AsyncIterator[Chunk]], include_usage: bool
+    ) -> AsyncIterator[bytes]:
         base = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion.chunk",
@@ -174,25 +187,26 @@ class OpenAIServing:
         }
         extra = {"usage": None} if include_usage else {}
 
-        def event(delta: dict[str, Any], finish: str | None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def event(index: int, delta: dict[str, Any], finish: str | None) -> bytes:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             return sse({**base, "choices": [choice], **extra})
 
-        yield event({"role": "assistant", "content": ""}, None)
-        last = Chunk("")
+        for index in range(len(streams)):
+            yield event(index, {"role": "assistant", "content": ""}, None)
+        finals: list[Chunk] = []
         try:
-            async for last in chunks:
-                if last.text:
-                    yield event({"content": last.text}, None)
-            if last.finish_reason is FinishReason.TIMEOUT:
-                raise RequestTimeoutError("generation exceeded the request time limit")
+            async for index, chunk in _merged(streams):
+                if chunk.text:
+                    yield event(index, {"content": chunk.text}, None)
+                if chunk.finish_reason is not None:
+                    finals.append(chunk)
+                    yield event(index, {}, _finish(chunk.finish_reason))
         except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
             yield _error_event(exc)
             yield sse("[DONE]")
             return
-        yield event({}, _finish(last.finish_reason) or "stop")
         if include_usage:
-            yield sse({**base, "choices": [], "usage": _usage(last.prompt_tokens, last.completion_tokens)})
+            yield sse({**base, "choices": [], "usage": _total_usage(finals, len(streams))})
         yield sse("[DONE]")
 
     # -- completions ---------------------------------------------------------------------------
@@ -223,21 +237,19 @@ class OpenAIServing:
 
     async def completion(self, req: CompletionRequest) -> Reply:
         worker, jobs = await self.prepare_completion(req)
+        n = req.n or 1
         choices, prompt_tokens, completion_tokens, engine = [], 0, 0, 0.0
-        for index, ((prompt, params), text) in enumerate(zip(jobs, req.prompts(), strict=True)):
-            done = await worker.generate(prompt, params)
-            prefix = text if req.echo else ""
-            choices.append(
-                {
-                    "text": prefix + done.text,
-                    "index": index,
-                    "logprobs": None,
-                    "finish_reason": _finish(done.finish_reason),
-                }
-            )
-            prompt_tokens += done.prompt_tokens
-            completion_tokens += done.completion_tokens
-            engine += done.engine_seconds
+        for job_index, ((prompt, params), text) in enumerate(zip(jobs, req.prompts(), strict=True)):
+            results = await _gather(worker.streams(prompt, params, n))
+            for j, done in enumerate(results):
+                prefix = text if req.echo else ""
+                finish = _finish(done.finish_reason)
+                choices.append(
+                    {"text": prefix + done.text, "index": job_index * n + j, "logprobs": None, "finish_reason": finish}
+                )
+            prompt_tokens += results[0].prompt_tokens
+            completion_tokens += sum(r.completion_tokens for r in results)
+            engine += max(r.engine_seconds for r in results)
         body = {
             "id": f"cmpl-{secrets.token_hex(12)}",
             "object": "text_completion",
@@ -251,14 +263,14 @@ class OpenAIServing:
 
     async def completion_stream(self, req: CompletionRequest) -> AsyncIterator[bytes]:
         worker, jobs = await self.prepare_completion(req)
-        first = await _started(worker.stream(*jobs[0]))
+        first = [await _started(s) for s in worker.streams(*jobs[0], req.n or 1)]
         return self._completion_events(worker, jobs, first, req)
 
     async def _completion_events(
         self,
         worker: Worker,
         jobs: list[tuple[Prompt, SamplingParams]],
-        first: AsyncIterator[Chunk],
+        first: list[AsyncIterator[Chunk]],
         req: CompletionRequest,
     ) -> AsyncIterator[bytes]:
         base = {
@@ -269,32 +281,31 @@ class OpenAIServing:
             "system_fingerprint": None,
         }
         extra = {"usage": None} if req.include_usage() else {}
-        prompt_tokens = completion_tokens = 0
+        n = req.n or 1
+        finals: list[Chunk] = []
 
         def event(index: int, text: str, finish: str | None) -> bytes:
             choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
             return sse({**base, "choices": [choice], **extra})
 
-        for index, (job, text) in enumerate(zip(jobs, req.prompts(), strict=True)):
-            chunks = first if index == 0 else worker.stream(*job)
-            if req.echo:
-                yield event(index, text, None)
-            last = Chunk("")
+        for job_index, (job, text) in enumerate(zip(jobs, req.prompts(), strict=True)):
             try:
-                async for last in chunks:
-                    if last.text:
-                        yield event(index, last.text, None)
-                if last.finish_reason is FinishReason.TIMEOUT:
-                    raise RequestTimeoutError("generation exceeded the request time limit")
+                streams = first if job_index == 0 else worker.streams(*job, n)
+                if req.echo:
+                    for j in range(n):
+                        yield event(job_index * n + j, text, None)
+                async for j, chunk in _merged(streams):
+                    if chunk.text:
+                        yield event(job_index * n + j, chunk.text, None)
+                    if chunk.finish_reason is not None:
+                        finals.append(chunk)
+                        yield event(job_index * n + j, "", _finish(chunk.finish_reason))
             except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
                 yield _error_event(exc)
                 yield sse("[DONE]")
                 return
-            yield event(index, "", _finish(last.finish_reason) or "stop")
-            prompt_tokens += last.prompt_tokens
-            completion_tokens += last.completion_tokens
         if req.include_usage():
-            yield sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
+            yield sse({**base, "choices": [], "usage": _total_usage(finals, n)})
         yield sse("[DONE]")
 
     # -- embeddings ----------------------------------------------------------------------------
@@ -356,6 +367,47 @@ async def _started(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
             yield chunk
 
     return chained()
+
+
+async def _gather(streams: list[AsyncIterator[Chunk]]) -> list[Completion]:
+    return list(await asyncio.gather(*(collect(s) for s in streams)))
+
+
+async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
+    """Chunks of several streams as they come, tagged with their stream's index; a timeout raises."""
+    queue: asyncio.Queue[tuple[int, Chunk | Exception | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Chunk]) -> None:
+        try:
+            async for chunk in stream:
+                await queue.put((index, chunk))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            await queue.put((index, exc))
+        finally:
+            await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    remaining = len(tasks)
+    try:
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            elif item.finish_reason is FinishReason.TIMEOUT:
+                raise RequestTimeoutError("generation exceeded the request time limit")
+            else:
+                yield index, item
+    finally:
+        for task in tasks:  # a client that left: closing each stream cancels its sequence
+            task.cancel()
+
+
+def _total_usage(finals: list[Chunk], per_prompt: int = 1) -> dict[str, int]:
+    """Usage over several choices: each prompt counted once, every generated token counted."""
+    prompts = sum(c.prompt_tokens for c in finals) // max(per_prompt, 1)
+    return _usage(prompts, sum(c.completion_tokens for c in finals))
 
 
 def _error_event(exc: Exception) -> bytes:

@@ -206,3 +206,48 @@ def test_cached_and_recomputed_turns_agree_up_to_kernel_noise(
 
 def test_metrics_need_the_metrics_scope(batch_server: Server) -> None:
     assert httpx.get(batch_server.url + "/metrics").status_code == 401
+
+
+def test_n_choices_share_the_prompt(batch_server: Server) -> None:
+    messages = [{"role": "user", "content": "Write one sentence about the sea and the wind."}]
+    with batch_server.client() as client:
+        single = client.post(
+            "/v1/chat/completions", json={"model": CHAT_MODEL, "messages": messages, "max_tokens": 12, "n": 1}
+        ).json()
+        before = engine_metrics(batch_server)
+        body = {"model": CHAT_MODEL, "messages": messages, "max_tokens": 12, "n": 3, "seed": 5}
+        reply = client.post("/v1/chat/completions", json=body).json()
+        after = engine_metrics(batch_server)
+    assert [c["index"] for c in reply["choices"]] == [0, 1, 2]
+    assert all(c["message"]["content"] and c["finish_reason"] in ("stop", "length") for c in reply["choices"])
+    assert len({c["message"]["content"] for c in reply["choices"]}) > 1  # seeds 5, 6 and 7
+    assert reply["usage"]["prompt_tokens"] == single["usage"]["prompt_tokens"]
+    prompt = single["usage"]["prompt_tokens"]
+    copied = after["moltbot_engine_cache_reused_tokens_total"] - before["moltbot_engine_cache_reused_tokens_total"]
+    assert copied >= 2 * (prompt - 1)  # the two copies took the computed prompt instead of computing it
+
+
+def test_n_choices_stream(batch_server: Server) -> None:
+    body = {
+        "model": CHAT_MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": 8,
+        "n": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    _, events = stream_text(batch_server, body)
+    finishes = {
+        e["choices"][0]["index"]: e["choices"][0]["finish_reason"]
+        for e in events
+        if e["choices"] and e["choices"][0]["finish_reason"]
+    }  # type: ignore[index]
+    assert set(finishes) == {0, 1}
+    usage = events[-1]["usage"]
+    assert isinstance(usage, dict) and usage["completion_tokens"] <= 16
+
+
+def test_n_over_the_limit_is_refused(batch_server: Server) -> None:
+    with batch_server.client() as client:
+        response = client.post("/v1/completions", json={"model": CHAT_MODEL, "prompt": "hi", "n": 9})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "n"

@@ -106,7 +106,7 @@ BAD_CHAT: list[tuple[dict[str, Any], int, str | None]] = [
     ({"model": CHAT_MODEL, "messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
     ({"model": CHAT_MODEL, "messages": HELLO, "max_tokens": 100_000}, 400, "max_tokens"),
     ({"model": CHAT_MODEL, "messages": HELLO, "max_tokens": 4090}, 400, "max_tokens"),
-    ({"model": CHAT_MODEL, "messages": HELLO, "n": 2}, 400, "n"),
+    ({"model": CHAT_MODEL, "messages": HELLO, "n": 5}, 400, "n"),
     ({"model": CHAT_MODEL, "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"model": CHAT_MODEL, "messages": HELLO, "stop": ["x" * 300]}, 400, "stop"),
     ({"model": CHAT_MODEL, "messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools"),
