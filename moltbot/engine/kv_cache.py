@@ -16,7 +16,7 @@ from moltbot.engine.scheduler import common_prefix
 @dataclass(slots=True, frozen=True)
 class SavedState:
     tokens: tuple[int, ...]
-    data: bytes
+    data: bytearray
 
     @property
     def size(self) -> int:
@@ -35,7 +35,7 @@ class HostKVCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, tokens: tuple[int, ...], data: bytes) -> bool:
+    def put(self, tokens: tuple[int, ...], data: bytearray) -> bool:
         """Keep a state; entries whose tokens are a prefix of it are dropped (it covers them)."""
         if not tokens or len(data) > self.budget_bytes:
             return False
@@ -49,12 +49,16 @@ class HostKVCache:
         return True
 
     def best(self, prompt: tuple[int, ...], limit: int) -> tuple[SavedState | None, int]:
-        """The saved state sharing the longest prefix with `prompt` (at most `limit` tokens)."""
+        """The saved state that `prompt` continues for the most tokens (at most `limit` of them).
+
+        A state counts only if the prompt shares at least half of it: a template preamble common to
+        every conversation is no reason to take another conversation's state.
+        """
         best: SavedState | None = None
         best_len = 0
         for state in self._entries.values():
             shared = min(common_prefix(list(state.tokens), prompt), limit)
-            if shared > best_len:
+            if shared > best_len and 2 * shared >= len(state.tokens):
                 best, best_len = state, shared
         return best, best_len
 

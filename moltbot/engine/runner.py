@@ -68,18 +68,21 @@ class LlamaRunner:
     def clear(self, slot: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, slot, 0, -1)
 
-    def save(self, slot: int) -> bytes:
-        """A copy of the slot's KV state, for the host-memory tier."""
+    def save(self, slot: int) -> bytearray:
+        """A copy of the slot's KV state, for the host-memory tier (copied once, straight into it)."""
         size = llama_cpp.llama_state_seq_get_size(self._ctx.ctx, slot)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx.ctx, buffer, size, slot)
-        return bytes(memoryview(buffer)[:written])
+        data = bytearray(size)
+        view = (ctypes.c_uint8 * size).from_buffer(data)
+        written = llama_cpp.llama_state_seq_get_data(self._ctx.ctx, view, size, slot)
+        del view  # release the export so the bytearray may be resized
+        del data[written:]
+        return data
 
-    def restore(self, slot: int, data: bytes) -> bool:
+    def restore(self, slot: int, data: bytearray) -> bool:
         """Replace the slot's KV content with a saved state; False if llama.cpp refuses it."""
         self.clear(slot)
-        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if llama_cpp.llama_state_seq_set_data(self._ctx.ctx, buffer, len(data), slot) == 0:
+        view = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if llama_cpp.llama_state_seq_set_data(self._ctx.ctx, view, len(data), slot) == 0:
             self.clear(slot)
             return False
         return True

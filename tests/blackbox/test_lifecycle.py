@@ -87,3 +87,29 @@ def test_profile_and_settings_are_logged(make_data_dir: Callable[..., Path]) -> 
         long_prompt = {"model": CHAT_MODEL, "prompt": "word " * 1200, "max_tokens": 1}
         with server.client() as client:
             assert client.post("/v1/completions", json=long_prompt).status_code == 400
+
+
+def test_shutdown_lets_running_streams_finish(make_data_dir: Callable[..., Path]) -> None:
+    import json
+    import signal
+    import threading
+
+    data_dir = make_data_dir("drain")
+    with running_server(data_dir) as server:
+        server.wait_for_key(time.monotonic() + 30)
+        body = {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 120, "temperature": 0, "stream": True}
+        events: list[dict[str, object]] = []
+
+        def read() -> None:
+            with server.client() as client, client.stream("POST", "/v1/completions", json=body) as response:
+                events.extend(json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {"))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)  # uvicorn waits up to 10 s for requests in flight
+        reader.join(timeout=30)
+        # uvicorn re-raises the signal once the graceful shutdown is done.
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]  # type: ignore[index]
+    assert finishes[-1] == "length"
