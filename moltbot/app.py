@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -91,12 +92,25 @@ def load_models(services: Services) -> None:
     services.models.load_all(discover(settings.models_dir, settings.model_path))
 
 
+async def _refresh_keys(keys: KeyStore) -> None:
+    """Keep cached keys fresh in the background: a revoked key stops working within the cache TTL,
+    and no request waits for the database."""
+    while True:
+        await asyncio.sleep(AUTH_CACHE_TTL_S / 2)
+        try:
+            await asyncio.to_thread(keys.refresh)
+        except Exception:
+            log.exception("refreshing API keys failed")
+
+
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=load_models, args=(services,), name="model-loader", daemon=True)
         loader.start()
+        refresher = asyncio.create_task(_refresh_keys(services.keys))
         yield
+        refresher.cancel()
         services.models.close()
 
     app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)

@@ -53,7 +53,17 @@ class LlamaModelFile:
         return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special))
+        return self._tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special)
+
+    def _tokenize(self, data: bytes, *, add_bos: bool, special: bool) -> list[int]:
+        # At most one token per byte, plus BOS/EOS: a buffer that size (llama-cpp-python's own
+        # tokenize allocates the whole training context, 32k tokens, on every call).
+        capacity = len(data) + 4
+        buffer = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, add_bos, special)
+        if count < 0:
+            raise ValueError("text could not be tokenized")
+        return list(buffer[:count])
 
     def piece(self, token: int) -> bytes:
         return bytes(self.model.detokenize([token]))
@@ -70,7 +80,7 @@ class LlamaModelFile:
         stop = rendered.stop
         stops: tuple[str, ...] = tuple(stop) if isinstance(stop, list) else (stop,) if stop else ()
         add_bos = not rendered.added_special
-        tokens = self.model.tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens = self._tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
         return Prompt(tuple(tokens), stops)
 
     def close(self) -> None:

@@ -40,8 +40,10 @@ class Sampler:
         self._n_vocab = n_vocab
         self._chain = self._build_chain(n_vocab, config)
         self._grammar = self._build_grammar(vocab, config.grammar) if config.grammar else None
-        self._candidates: npt.NDArray[np.void] = np.zeros(n_vocab, dtype=_TOKEN_DATA)
-        self._ids = np.arange(n_vocab, dtype=np.intc)
+        # Candidate buffers only for the grammar path; without one, llama.cpp samples straight from logits.
+        size = n_vocab if self._grammar is not None else 0
+        self._candidates: npt.NDArray[np.void] = np.zeros(size, dtype=_TOKEN_DATA)
+        self._ids = np.arange(size, dtype=np.intc)
         self._single: npt.NDArray[np.void] = np.zeros(1, dtype=_TOKEN_DATA)
 
     @staticmethod

@@ -150,7 +150,8 @@ class OpenAIServing:
 
     async def chat(self, req: ChatCompletionRequest) -> Reply:
         worker, prompt, params = await self.prepare_chat(req)
-        results = await _gather(worker.streams(prompt, params, req.n or 1))
+        submitted = time.perf_counter()
+        results, engine_seconds = await _gather(worker.streams(prompt, params, req.n or 1), submitted)
         body = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
@@ -168,7 +169,7 @@ class OpenAIServing:
             ],
             "usage": _usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results)),
         }
-        return Reply(body, max(r.engine_seconds for r in results))
+        return Reply(body, engine_seconds)
 
     async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
         worker, prompt, params = await self.prepare_chat(req)
@@ -240,7 +241,8 @@ class OpenAIServing:
         n = req.n or 1
         choices, prompt_tokens, completion_tokens, engine = [], 0, 0, 0.0
         for job_index, ((prompt, params), text) in enumerate(zip(jobs, req.prompts(), strict=True)):
-            results = await _gather(worker.streams(prompt, params, n))
+            submitted = time.perf_counter()
+            results, seconds = await _gather(worker.streams(prompt, params, n), submitted)
             for j, done in enumerate(results):
                 prefix = text if req.echo else ""
                 finish = _finish(done.finish_reason)
@@ -249,7 +251,7 @@ class OpenAIServing:
                 )
             prompt_tokens += results[0].prompt_tokens
             completion_tokens += sum(r.completion_tokens for r in results)
-            engine += max(r.engine_seconds for r in results)
+            engine += seconds
         body = {
             "id": f"cmpl-{secrets.token_hex(12)}",
             "object": "text_completion",
@@ -369,8 +371,10 @@ async def _started(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     return chained()
 
 
-async def _gather(streams: list[AsyncIterator[Chunk]]) -> list[Completion]:
-    return list(await asyncio.gather(*(collect(s) for s in streams)))
+async def _gather(streams: list[AsyncIterator[Chunk]], submitted: float) -> tuple[list[Completion], float]:
+    """Every stream's completion, and the engine time: from submission to the last one's end."""
+    results = list(await asyncio.gather(*(collect(s) for s in streams)))
+    return results, time.perf_counter() - submitted
 
 
 async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:

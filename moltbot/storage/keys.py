@@ -126,6 +126,21 @@ class KeyStore:
             return None
         return key if key.is_active(time.time()) else None
 
+    def refresh(self) -> None:
+        """Re-read every cached key in one query, so requests find them fresh (run off the request path)."""
+        ids = list(self._cache)
+        if not ids:
+            return
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_keys).where(api_keys.c.id.in_(ids))).mappings().all()
+        now = time.monotonic()
+        found = {row["id"]: (now, row["hash"], _from_row(row)) for row in rows}
+        for key_id in ids:
+            if key_id in found:
+                self._cache[key_id] = found[key_id]
+            else:
+                self._cache.pop(key_id, None)
+
     def list(self) -> list[ApiKey]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).mappings().all()

@@ -72,3 +72,13 @@ def test_cache_serves_reads_and_revoke_clears_it(tmp_path: Path) -> None:
     assert cached.authenticate(token) is not None
     cached.revoke(key.id)
     assert cached.authenticate(token) is None
+
+
+def test_refresh_sees_revocations_from_elsewhere(tmp_path: Path) -> None:
+    engine = open_database(tmp_path / "db.sqlite")
+    cached = KeyStore(engine, cache_ttl_s=60)
+    key, token = cached.create("me", frozenset({Scope.CHAT}))
+    assert cached.authenticate(token) is not None
+    KeyStore(engine).revoke(key.id)
+    cached.refresh()
+    assert cached.authenticate(token) is None
