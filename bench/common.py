@@ -14,7 +14,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from moltbot.models.store import BUNDLED_CHAT_MODEL, install_bundled
 from tests.helpers import create_key, free_port
 
-__all__ = ["BUNDLED_CHAT_MODEL", "PromptMaker", "create_key", "install_bundled", "percentile", "start_peer", "stop"]
+__all__ = ["BUNDLED_CHAT_MODEL", "PromptMaker", "percentile", "prepare_data_dir", "start_peer", "stop"]
+
+
+def prepare_data_dir(tmp: str, scopes: str) -> tuple[Path, Path, str]:
+    """A data directory with the bundled models and a key: (data dir, the GGUF's path, the key)."""
+    data_dir = Path(tmp) / "data"
+    install_bundled(data_dir / "models")
+    key = create_key(data_dir, scopes, name="bench")
+    return data_dir, data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf", key
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,11 +21,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import psutil
-from common import BUNDLED_CHAT_MODEL, PromptMaker, create_key, install_bundled, percentile, start_peer, stop
+from common import BUNDLED_CHAT_MODEL, PromptMaker, percentile, prepare_data_dir, start_peer, stop
 
 from tests.helpers import running_server
 
@@ -149,10 +148,7 @@ def main() -> int:
 
     results: dict[tuple[str, int], Run] = {}
     with tempfile.TemporaryDirectory(prefix="moltbot-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        install_bundled(data_dir / "models")
-        model_path = data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf"
-        key = create_key(data_dir, "chat,models:read", name="bench")
+        data_dir, model_path, key = prepare_data_dir(tmp, "chat,models:read")
         headers = {"Authorization": f"Bearer {key}"}
         prompts = PromptMaker(model_path, PROMPT_TOKENS)
         env = {"MOLTBOT_THREADS": str(args.threads), "MOLTBOT_CONTEXT_SIZE": str(args.context)}

@@ -20,10 +20,9 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
-from common import BUNDLED_CHAT_MODEL, create_key, install_bundled, percentile, start_peer, stop
+from common import BUNDLED_CHAT_MODEL, percentile, prepare_data_dir, start_peer, stop
 
 from tests.helpers import running_server
 
@@ -107,10 +106,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="moltbot-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        install_bundled(data_dir / "models")
-        model_path = data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf"
-        key = create_key(data_dir, "chat,models:read,metrics", name="bench")
+        data_dir, model_path, key = prepare_data_dir(tmp, "chat,models:read,metrics")
         headers = {"Authorization": f"Bearer {key}"}
         env = {"MOLTBOT_THREADS": str(args.threads), "MOLTBOT_CONTEXT_SIZE": str(args.context)}
         with running_server(data_dir, env) as server:

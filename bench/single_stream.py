@@ -18,10 +18,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
-from common import BUNDLED_CHAT_MODEL, PromptMaker, create_key, install_bundled, percentile, start_peer, stop
+from common import BUNDLED_CHAT_MODEL, PromptMaker, percentile, prepare_data_dir, start_peer, stop
 
 from tests.helpers import running_server
 
@@ -99,10 +98,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="moltbot-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        install_bundled(data_dir / "models")
-        model_path = data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf"
-        key = create_key(data_dir, "chat,models:read", name="bench")
+        data_dir, model_path, key = prepare_data_dir(tmp, "chat,models:read")
         prompts = PromptMaker(model_path, PROMPT_TOKENS)
         env = {
             "MOLTBOT_THREADS": str(args.threads),
