@@ -33,6 +33,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # llama.cpp reports through llama-cpp-python's logger: its load-time chatter only at debug level.
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
 
 def _table(rows: Sequence[Sequence[object]]) -> str:
