@@ -144,8 +144,8 @@ class LLMEngine:
             return self._runner.decode(plan.work)
         except EngineError as exc:
             for item in plan.work:
-                self._scheduler.forget(item.seq.slot)
-                self._fail(item.seq, exc)
+                self._fail(item.seq, exc)  # finishing records the slot's tokens as cached...
+                self._scheduler.forget(item.seq.slot)  # ...which a failed step makes untrustworthy
             return {}
 
     def _expire(self, now: float) -> None:

@@ -85,7 +85,6 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
-    engine_seconds: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)

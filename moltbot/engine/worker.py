@@ -33,7 +33,6 @@ _END = object()
 
 async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
     """Gather a stream into one completion; raises RequestTimeoutError past the request time limit."""
-    started = time.perf_counter()
     pieces: list[str] = []
     last = Chunk("")
     async for chunk in chunks:
@@ -42,8 +41,7 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
     if last.finish_reason is FinishReason.TIMEOUT:
         raise RequestTimeoutError("generation exceeded the request time limit")
     reason = last.finish_reason or FinishReason.STOP
-    elapsed = time.perf_counter() - started
-    return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens, elapsed)
+    return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens)
 
 
 @dataclass(slots=True, frozen=True)
