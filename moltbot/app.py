@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import start_http_server
 from starlette.routing import Route
 
 from moltbot import __version__
@@ -24,12 +24,16 @@ from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.gateway.auth import AuthMiddleware, check_declared
 from moltbot.gateway.errors import install_error_handlers
 from moltbot.gateway.limits import RequestLimitsMiddleware
-from moltbot.gateway.routes import chat, completions, embeddings, health, metrics, models
+from moltbot.gateway.observe import ObserveMiddleware
+from moltbot.gateway.routes import admin, chat, completions, embeddings, health, metrics, models
 from moltbot.gateway.serving import OpenAIServing
-from moltbot.gateway.timing import TimingMiddleware
 from moltbot.models.manager import ModelManager, WorkerFactory
 from moltbot.models.store import ModelFormat, ModelSource, discover, install_bundled
-from moltbot.monitor.engine_metrics import EngineCollector
+from moltbot.monitor.metrics import AlertCollector, Metrics
+from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
+from moltbot.monitor.rules import load_rules
+from moltbot.monitor.sampler import ResourceSampler
+from moltbot.monitor.service import Monitor
 from moltbot.settings import Runtime
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
@@ -43,6 +47,8 @@ class Services:
     runtime: Runtime
     keys: KeyStore
     models: ModelManager
+    metrics: Metrics
+    monitor: Monitor | None
 
 
 def worker_factory(runtime: Runtime) -> WorkerFactory:
@@ -68,10 +74,32 @@ def worker_factory(runtime: Runtime) -> WorkerFactory:
 
 
 def build_services(runtime: Runtime) -> Services:
+    """Everything the server runs; raises RulesError for an alert rules file that cannot be used."""
     settings = runtime.settings
+    rules = load_rules(settings.alert_rules) if settings.monitor else []
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = KeyStore(open_database(settings.database_path), cache_ttl_s=AUTH_CACHE_TTL_S)
-    return Services(runtime, keys, ModelManager(worker_factory(runtime)))
+    models = ModelManager(worker_factory(runtime))
+    sampler = ResourceSampler(settings.data_dir)
+    metrics = Metrics(models, sampler)
+    models.on_load = metrics.model_loaded
+    monitor = None
+    if settings.monitor:
+        notifiers: list[Notifier] = [LogNotifier()]
+        if settings.alert_webhooks:
+            notifiers.append(WebhookNotifier(settings.alert_webhooks, outcome=metrics.notification))
+        labels = {"job": "moltbot", "instance": f"{settings.host}:{settings.port}"}
+        monitor = Monitor(
+            metrics,
+            sampler,
+            models,
+            rules,
+            notifiers=notifiers,
+            interval_s=settings.monitor_interval_s,
+            base_labels=labels,
+        )
+        metrics.add_collector(AlertCollector(monitor.active))
+    return Services(runtime, keys, models, metrics, monitor)
 
 
 def ensure_admin_key(keys: KeyStore) -> str | None:
@@ -109,17 +137,28 @@ def create_app(services: Services) -> FastAPI:
         loader = threading.Thread(target=load_models, args=(services,), name="model-loader", daemon=True)
         loader.start()
         refresher = asyncio.create_task(_refresh_keys(services.keys))
+        if services.monitor is not None:
+            services.monitor.start()
+        metrics_server = None
+        if services.runtime.settings.metrics_port is not None:
+            metrics_server, _thread = start_http_server(
+                services.runtime.settings.metrics_port, addr="127.0.0.1", registry=services.metrics.registry
+            )
         yield
         refresher.cancel()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        if services.monitor is not None:
+            services.monitor.close()
         services.models.close()
 
     app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.models = services.models
-    app.state.registry = CollectorRegistry()
-    app.state.registry.register(EngineCollector(services.models))
+    app.state.registry = services.metrics.registry
+    app.state.monitor = services.monitor
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
     install_error_handlers(app)
-    modules = (health, models, chat, completions, embeddings, metrics)
+    modules = (health, models, chat, completions, embeddings, metrics, admin)
     for module in modules:
         app.include_router(module.router)
     # FastAPI keeps included routers as opaque entries: match against the routers' own routes.
@@ -131,5 +170,6 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(
         RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
     )
-    app.add_middleware(TimingMiddleware)
+    observed = services.metrics if settings.monitor else None
+    app.add_middleware(ObserveMiddleware, routes=routes, metrics=observed, access=settings.access_log)
     return app

@@ -1,4 +1,4 @@
-"""The `moltbot` command: serve, chat, models, keys, doctor."""
+"""The `moltbot` command: serve, chat, models, keys, alerts, doctor."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import uvicorn
 from pydantic import ValidationError
+from pythonjsonlogger.json import JsonFormatter
 
 from moltbot import __version__
 from moltbot.app import build_services, create_app, ensure_admin_key
+from moltbot.monitor.rules import RulesError, load_rules
 from moltbot.resources import detect
 from moltbot.settings import Runtime, Settings, resolve
 from moltbot.storage.database import open_database
@@ -29,10 +32,21 @@ def _runtime(**overrides: object) -> Runtime:
     return resolve(settings, detect(settings.data_dir))
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    """JSON lines (time, level, logger, message and any structured fields) or plain text, on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}",
+                style="{",
+                timestamp="time",
+                rename_fields={"levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # llama.cpp reports through llama-cpp-python's logger: its load-time chatter only at debug level.
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
@@ -48,10 +62,14 @@ def _table(rows: Sequence[Sequence[object]]) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     runtime = _runtime(host=args.host, port=args.port)
     settings = runtime.settings
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     log.info("moltbot %s, profile %s", __version__, runtime.profile.name.value)
     log.info("effective settings: %s", json.dumps(runtime.describe(), sort_keys=True))
-    services = build_services(runtime)
+    try:
+        services = build_services(runtime)
+    except RulesError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     token = ensure_admin_key(services.keys)
     if token is not None:
         print(f"Admin API key (shown once, store it now): {token}", flush=True)  # noqa: T201
@@ -186,6 +204,59 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- alerts --------------------------------------------------------------------------------------
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    if args.check is not None:
+        try:
+            rules = load_rules(Path(args.check))
+        except RulesError as exc:
+            print(exc, file=sys.stderr)  # noqa: T201
+            return 1
+        print(f"{args.check}: ok, {len(rules)} rules in effect")  # noqa: T201
+        return 0
+    key = args.key or os.environ.get("MOLTBOT_API_KEY")
+    if not key:
+        print("an admin API key is needed: --key or MOLTBOT_API_KEY", file=sys.stderr)  # noqa: T201
+        return 2
+    try:
+        response = httpx.get(
+            args.url.rstrip("/") + "/admin/alerts", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        print(f"cannot reach the server: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    if response.status_code != 200:
+        message = response.json().get("error", {}).get("message", response.text)
+        print(f"error {response.status_code}: {message}", file=sys.stderr)  # noqa: T201
+        return 1
+    alerts = response.json()["data"]
+    if args.json:
+        print(json.dumps(alerts, indent=2))  # noqa: T201
+        return 0
+    if not alerts:
+        print("no active alerts")  # noqa: T201
+        return 0
+    rows: list[list[object]] = [["ALERT", "SEVERITY", "STATE", "VALUE", "THRESHOLD", "SINCE", "SUMMARY"]]
+    for alert in alerts:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(alert["active_at"]))
+        summary = alert["annotations"].get("summary", "")
+        rows.append(
+            [
+                alert["alertname"],
+                alert["severity"],
+                alert["state"],
+                f"{alert['value']:.4g}",
+                alert["threshold"],
+                since,
+                summary,
+            ]
+        )
+    print(_table(rows))  # noqa: T201
+    return 0
+
+
 # -- doctor --------------------------------------------------------------------------------------
 
 
@@ -255,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    alerts = sub.add_parser("alerts", help="active alerts of a running server, or check a rules file")
+    alerts.add_argument("--url", default="http://127.0.0.1:8080/v1")
+    alerts.add_argument("--key", help="an admin API key (default: $MOLTBOT_API_KEY)")
+    alerts.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    alerts.add_argument("--check", metavar="FILE", help="validate an alert rules file and exit")
+    alerts.set_defaults(func=cmd_alerts)
 
     sub.add_parser("doctor", help="check resources, profile and models").set_defaults(func=cmd_doctor)
     return parser

@@ -6,7 +6,8 @@ import enum
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -82,6 +83,14 @@ class Settings(BaseSettings):
     model_path: Path | None = None
     bundled_models: bool = True
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = True
+    # Monitoring: HTTP metrics and the built-in alert evaluator (engine and resource metrics are always there).
+    monitor: bool = True
+    monitor_interval_s: float = Field(default=15.0, ge=0.05, le=3600)
+    alert_rules: Path | None = None  # YAML merged over the shipped rules by alert name
+    alert_webhooks: list[str] = Field(default_factory=list, max_length=16)  # Alertmanager webhook payload
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # /metrics without a key, on 127.0.0.1 only
     # Limits on what a client controls.
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_header_bytes: int = Field(default=16 << 10, ge=1024)
@@ -101,6 +110,15 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be debug, info, warning or error")
         return level
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _webhook_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parsed = urlsplit(url)
+            if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+                raise ValueError("alert webhooks must be http:// or https:// URLs")
+        return urls
 
     @classmethod
     def settings_customise_sources(
@@ -142,8 +160,9 @@ class Runtime:
     gpu_layers: int
 
     def describe(self) -> dict[str, Any]:
-        """The effective settings, safe to log (there are no secrets in settings)."""
+        """The effective settings, safe to log: webhook URLs (which may carry a token) show only their host."""
         values = self.settings.model_dump(mode="json")
+        values["alert_webhooks"] = [_redacted(url) for url in self.settings.alert_webhooks]
         values.update(
             profile=self.profile.name.value,
             threads=self.threads,
@@ -155,6 +174,11 @@ class Runtime:
             gpu_layers=self.gpu_layers,
         )
         return values
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/..."
 
 
 def resolve(settings: Settings, resources: Resources) -> Runtime:

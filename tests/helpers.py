@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,13 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from moltbot.models.store import BUNDLED_CHAT_MODEL, BUNDLED_EMBEDDING_MODEL, install_bundled
 
@@ -23,6 +28,29 @@ CHAT_MODEL = BUNDLED_CHAT_MODEL
 EMBEDDING_MODEL = BUNDLED_EMBEDDING_MODEL
 START_TIMEOUT_S = 120.0
 _KEY_LINE = re.compile(r"Admin API key \(shown once, store it now\): (mb_\S+)")
+
+
+def require_tool(name: str) -> str:
+    """The path of a program a test needs: skipped where it is not installed, but a failure in CI
+    (.ci/run installs it and sets MOLTBOT_REQUIRE_TOOLS)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("MOLTBOT_REQUIRE_TOOLS"):
+            pytest.fail(f"{name} is required (MOLTBOT_REQUIRE_TOOLS is set) but not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The server's JSON log lines (other lines, such as llama.cpp's own prints, are skipped)."""
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def free_port() -> int:
@@ -40,9 +68,9 @@ def link_bundled_models(cache: Path, models_dir: Path) -> None:
 
 
 def run_cli(
-    data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 120
+    data_dir: Path, *args: str, stdin: str | None = None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MOLTBOT_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "MOLTBOT_DATA_DIR": str(data_dir), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "moltbot", *args],
         env=env,
@@ -153,3 +181,50 @@ def running_server(data_dir: Path, env: dict[str, str] | None = None, *, ready: 
         yield server
     finally:
         server.stop()
+
+
+class WebhookReceiver:
+    """An HTTP receiver on 127.0.0.1 that records JSON bodies; `status` and `delay_s` set how it answers."""
+
+    def __init__(self, status: int = 200, delay_s: float = 0.0) -> None:
+        self.status = status
+        self.delay_s = delay_s
+        self.bodies: list[dict[str, object]] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length))
+                receiver.attempts += 1
+                time.sleep(receiver.delay_s)
+                if receiver.status < 300:
+                    receiver.bodies.append(body)
+                self.send_response(receiver.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+
+    def wait_for(self, predicate: Callable[[list[dict[str, object]]], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(list(self.bodies)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

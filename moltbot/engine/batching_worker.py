@@ -11,10 +11,11 @@ from dataclasses import replace
 from moltbot.engine.errors import EngineBusyError, UnsupportedOperationError
 from moltbot.engine.kv_cache import HostKVCache
 from moltbot.engine.llama_model import LlamaModelFile
-from moltbot.engine.llm_engine import END, EngineStats, LLMEngine
+from moltbot.engine.llm_engine import END, LLMEngine
 from moltbot.engine.runner import LlamaRunner, RunnerOptions
 from moltbot.engine.scheduler import Scheduler
 from moltbot.engine.sequence import Sequence as EngineSequence
+from moltbot.engine.stats import EngineStats
 from moltbot.engine.types import Chunk, Completion, Embeddings, ModelInfo, Prompt, SamplingParams
 from moltbot.engine.worker import WorkerLimits, collect
 

@@ -7,7 +7,6 @@ import queue
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 
 from moltbot.engine.errors import EngineBusyError, EngineError
 from moltbot.engine.kv_cache import HostKVCache
@@ -16,33 +15,13 @@ from moltbot.engine.runner import LlamaRunner
 from moltbot.engine.sampler import Sampler, SamplerConfig
 from moltbot.engine.scheduler import MIN_REUSE, Plan, Scheduler, Work
 from moltbot.engine.sequence import Sequence, SequenceStatus
+from moltbot.engine.stats import EngineStats
 from moltbot.engine.types import Chunk, FinishReason, SamplingParams
 
 log = logging.getLogger(__name__)
 
 END = object()  # the last item a sequence emits
 _IDLE_WAIT_S = 0.5
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Counters for monitoring; read from other threads, written by the engine thread."""
-
-    waiting: int = 0
-    running: int = 0
-    steps_total: int = 0
-    last_batch_tokens: int = 0
-    prompt_tokens_total: int = 0
-    generated_tokens_total: int = 0
-    reused_tokens_total: int = 0
-    cache_hits_total: int = 0
-    cache_misses_total: int = 0
-    host_cache_bytes: int = 0
-    host_cache_entries: int = 0
-    host_cache_saves_total: int = 0
-    host_cache_restores_total: int = 0
-    finished_total: int = 0
-    cancelled_total: int = 0
 
 
 def _sampler_config(params: SamplingParams) -> SamplerConfig:
@@ -135,8 +114,9 @@ class LLMEngine:
         rows = self._run(plan)
         for item in plan.work:
             item.seq.n_cached += item.count
+        now = time.monotonic()
         for seq, row in rows.items():
-            self._sample(seq, row)
+            self._sample(seq, row, now)
         self._update_stats(plan)
 
     def _run(self, plan: Plan) -> dict[Sequence, int]:
@@ -201,7 +181,7 @@ class LLMEngine:
         self.stats.host_cache_bytes = host.bytes
         self.stats.host_cache_entries = len(host)
 
-    def _sample(self, seq: Sequence, row: int) -> None:
+    def _sample(self, seq: Sequence, row: int, now: float) -> None:
         if seq.status is not SequenceStatus.RUNNING:
             return
         try:
@@ -210,6 +190,7 @@ class LLMEngine:
             log.exception("sampling failed for one sequence")
             self._fail(seq, EngineError("sampling failed"))
             return
+        self._time_token(seq, now)
         if self._model.is_end_of_generation(token):
             self._finish(seq, FinishReason.STOP)
             return
@@ -224,6 +205,13 @@ class LLMEngine:
             self._finish(seq, FinishReason.STOP)
         elif len(seq.generated) >= seq.params.max_tokens or seq.length >= self._context_per_slot:
             self._finish(seq, FinishReason.LENGTH)
+
+    def _time_token(self, seq: Sequence, now: float) -> None:
+        if seq.last_token_at == 0.0:
+            self.stats.ttft_seconds.observe(now - seq.enqueued)
+        else:
+            self.stats.inter_token_seconds.observe(now - seq.last_token_at)
+        seq.last_token_at = now
 
     # -- endings -------------------------------------------------------------------------------
 

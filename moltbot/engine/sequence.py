@@ -40,6 +40,7 @@ class Sequence:
     reused: int = 0
     evicted: tuple[int, ...] = ()  # what the slot held before this sequence took it
     generated: list[int] = field(default_factory=list)
+    last_token_at: float = 0.0  # monotonic time of the last sampled token; 0 before the first
     sampler: Any = None
     matcher: StopMatcher = field(init=False)
     decoder: codecs.IncrementalDecoder = field(init=False)

@@ -7,6 +7,7 @@ no declaration is refused (403), so a new route cannot be left open by mistake.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Final
 
 from starlette.routing import Match, Route
@@ -18,6 +19,8 @@ from moltbot.storage.keys import Scope as KeyScope
 
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
 ANY_SCOPE: Final = None
+API_KEY_STATE: Final = "api_key"
+ROUTE_STATE: Final = "route"
 
 ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/openapi.json": ANY_SCOPE,
@@ -27,6 +30,7 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/completions": KeyScope.CHAT,
     "/v1/embeddings": KeyScope.EMBEDDINGS,
     "/metrics": KeyScope.METRICS,
+    "/v1/admin/alerts": KeyScope.ADMIN,
 }
 
 
@@ -64,7 +68,9 @@ class AuthMiddleware:
         if key is None:
             await _deny(send, 401, "invalid or missing API key", "authentication_error")
             return
-        template = self._route_template(scope)
+        template = route_template(self._routes, scope)
+        state = scope.setdefault("state", {})
+        state[ROUTE_STATE] = template
         if template is not None:
             if template not in ROUTE_SCOPES:
                 await _deny(send, 403, "this route has no declared scope and is refused", "permission_error")
@@ -73,15 +79,17 @@ class AuthMiddleware:
             if needed is not None and not key.allows(needed):
                 await _deny(send, 403, f"this API key lacks the '{needed.value}' scope", "permission_error")
                 return
-        scope.setdefault("state", {})["api_key"] = key
+        state[API_KEY_STATE] = key
         await self._app(scope, receive, send)
 
-    def _route_template(self, scope: Scope) -> str | None:
-        for route in self._routes:
-            match, _ = route.matches(scope)
-            if match is not Match.NONE:
-                return route.path
-        return None
+
+def route_template(routes: Sequence[Route], scope: Scope) -> str | None:
+    """The path template of the route the request matches (by path; a wrong method still matches)."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return route.path
+    return None
 
 
 def check_declared(routes: list[Route]) -> None:

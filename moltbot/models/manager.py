@@ -16,6 +16,8 @@ from moltbot.models.store import ModelSource
 log = logging.getLogger(__name__)
 
 WorkerFactory = Callable[[ModelSource], Worker]
+# Told of every load attempt: model id, version, whether it succeeded, seconds it took.
+LoadObserver = Callable[[str, str, bool, float], None]
 
 
 class LoadState(enum.StrEnum):
@@ -40,9 +42,10 @@ class ModelEntry:
 class ModelManager:
     """Every known model, its load state, and its worker once loaded."""
 
-    def __init__(self, factory: WorkerFactory) -> None:
+    def __init__(self, factory: WorkerFactory, on_load: LoadObserver | None = None) -> None:
         self._entries: dict[str, ModelEntry] = {}
         self._factory = factory
+        self.on_load = on_load
         self._done = threading.Event()
 
     @property
@@ -69,10 +72,16 @@ class ModelManager:
         except EngineError as exc:
             entry.state, entry.error = LoadState.FAILED, exc.message
             log.error("model %s refused at load: %s", entry.source.id, exc.message)
-            return
-        entry.state = LoadState.LOADED
+        except Exception:  # one model failing must not stop the others from loading
+            entry.state, entry.error = LoadState.FAILED, "internal error while loading"
+            log.exception("model %s failed to load", entry.source.id)
+        else:
+            entry.state = LoadState.LOADED
         entry.load_seconds = time.perf_counter() - started
-        log.info("model %s loaded in %.2f s", entry.source.id, entry.load_seconds)
+        if entry.state is LoadState.LOADED:
+            log.info("model %s loaded in %.2f s", entry.source.id, entry.load_seconds)
+        if self.on_load is not None:
+            self.on_load(entry.source.id, entry.source.version, entry.state is LoadState.LOADED, entry.load_seconds)
 
     def get(self, model_id: str) -> Worker:
         """The worker of a loaded model; raises ModelNotFoundError or ModelNotReadyError."""

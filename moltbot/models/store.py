@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from moltbot.engine.bert_backend import is_bert_dir
@@ -30,6 +31,12 @@ class ModelSource:
     id: str
     path: Path
     format: ModelFormat
+    version: str = ""  # until the store keeps numbered versions: the file's modification time, UTC
+
+    @classmethod
+    def at(cls, model_id: str, path: Path, fmt: ModelFormat) -> ModelSource:
+        stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
+        return cls(model_id, path, fmt, stamp)
 
 
 def install_bundled(models_dir: Path) -> None:
@@ -89,9 +96,9 @@ def _source_for(entry: Path) -> ModelSource | None:
     if entry.name.startswith("."):
         return None
     if entry.is_file() and entry.suffix.lower() == ".gguf":
-        return ModelSource(entry.stem, entry, ModelFormat.GGUF)
+        return ModelSource.at(entry.stem, entry, ModelFormat.GGUF)
     if entry.is_dir() and is_bert_dir(entry):
-        return ModelSource(entry.name, entry, ModelFormat.HF_BERT)
+        return ModelSource.at(entry.name, entry, ModelFormat.HF_BERT)
     if entry.is_dir() and (entry / "config.json").is_file():
         log.warning("model directory %s is not served: only BERT encoders are supported so far", entry.name)
     return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import fields
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from moltbot.engine.llm_engine import EngineStats
+from moltbot.engine.stats import EngineStats
 from moltbot.models.manager import ModelManager
 
 _HELP = {
@@ -55,9 +55,17 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
-        for name in (f.name for f in fields(EngineStats)):
+        for name in (f.name for f in fields(EngineStats) if f.name in _NAMES):
             kind = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
             families[name] = kind(_NAMES[name], _HELP[name], labels=["model"])
+        ttft = HistogramMetricFamily(
+            "moltbot_time_to_first_token_seconds",
+            "From a request's arrival at the engine to its first generated token.",
+            labels=["model"],
+        )
+        itl = HistogramMetricFamily(
+            "moltbot_inter_token_latency_seconds", "Time between two generated tokens of a sequence.", labels=["model"]
+        )
         in_flight = GaugeMetricFamily(
             "moltbot_engine_requests_in_flight", "Requests admitted and not yet finished.", labels=["model"]
         )
@@ -70,5 +78,9 @@ class EngineCollector(Collector):
             if isinstance(stats, EngineStats):
                 for name, family in families.items():
                     family.add_metric([entry.source.id], getattr(stats, name))
+                for histogram, source in ((ttft, stats.ttft_seconds), (itl, stats.inter_token_seconds)):
+                    histogram.add_metric([entry.source.id], source.cumulative(), source.total)
         yield in_flight
+        yield ttft
+        yield itl
         yield from families.values()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import CHAT_MODEL, EMBEDDING_MODEL, START_TIMEOUT_S, running_server, spawn_server
+from moltbot import __version__
+from tests.helpers import CHAT_MODEL, EMBEDDING_MODEL, START_TIMEOUT_S, log_records, running_server, spawn_server
 
 
 def test_readyz_is_503_until_the_models_load(tmp_path: Path) -> None:
@@ -80,9 +81,9 @@ def test_model_path_serves_a_gguf_under_its_stem(make_data_dir: Callable[..., Pa
 def test_profile_and_settings_are_logged(make_data_dir: Callable[..., Path]) -> None:
     data_dir = make_data_dir("profile")
     with running_server(data_dir, {"MOLTBOT_PROFILE": "minimal", "MOLTBOT_CONTEXT_SIZE": "1024"}) as server:
-        log = server.stderr()
-        assert "profile minimal" in log
-        assert '"context_size": 1024' in log
+        messages = [r["message"] for r in log_records(server.stderr())]
+        assert f"moltbot {__version__}, profile minimal" in messages
+        assert any('"context_size": 1024' in m for m in messages if m.startswith("effective settings"))
         server.wait_for_key(time.monotonic() + 30)
         long_prompt = {"model": CHAT_MODEL, "prompt": "word " * 1200, "max_tokens": 1}
         with server.client() as client:

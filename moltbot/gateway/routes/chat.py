@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import ChatCompletionRequest
 from moltbot.gateway.sse import event_stream
-from moltbot.gateway.timing import ENGINE_SECONDS_KEY
 
 router = APIRouter()
 

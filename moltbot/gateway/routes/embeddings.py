@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import EmbeddingRequest
-from moltbot.gateway.timing import ENGINE_SECONDS_KEY
 
 router = APIRouter()
 
