@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from common import BUNDLED_CHAT_MODEL, percentile, prepare_data_dir
@@ -46,6 +47,46 @@ def timed(
     return latencies, time.perf_counter() - started
 
 
+def in_process_costs(data_dir: str, interval: float) -> tuple[float, float, float]:
+    """Microseconds of metrics work per request, milliseconds per evaluator tick (with the shipped
+    rules over a full window), and milliseconds per /metrics render, measured in this process."""
+    from prometheus_client import generate_latest
+
+    from moltbot.models.manager import ModelManager
+    from moltbot.monitor.metrics import Metrics
+    from moltbot.monitor.rules import load_rules
+    from moltbot.monitor.sampler import ResourceSampler
+    from moltbot.monitor.service import Monitor
+
+    def no_worker(_: object) -> object:
+        raise RuntimeError("no models in this measurement")
+
+    models = ModelManager(no_worker)  # type: ignore[arg-type]
+    sampler = ResourceSampler(Path(data_dir))
+    metrics = Metrics(models, sampler)
+    routes = ["/v1/chat/completions", "/v1/models", "/v1/embeddings", "/v1/models/{model_id}"]
+    count = 50_000
+    started = time.perf_counter()
+    for i in range(count):
+        metrics.in_flight += 1
+        metrics.observe_http("POST", routes[i % 4], 200, 0.01 * (i % 7), 0.02 * (i % 5))
+        metrics.in_flight -= 1
+    per_request_us = (time.perf_counter() - started) / count * 1e6
+    monitor = Monitor(metrics, sampler, models, load_rules(), notifiers=[], interval_s=interval)
+    for _ in range(monitor.window.capacity):  # a full window, as after hours of running
+        monitor.tick()
+    ticks = 50
+    started = time.perf_counter()
+    for _ in range(ticks):
+        monitor.tick()
+    tick_ms = (time.perf_counter() - started) / ticks * 1000
+    started = time.perf_counter()
+    for _ in range(20):
+        generate_latest(metrics.registry)
+    render_ms = (time.perf_counter() - started) / 20 * 1000
+    return per_request_us, tick_ms, render_ms
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10)
@@ -54,6 +95,7 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=50)
     parser.add_argument("--interval", type=float, default=1.0, help="evaluator interval of the 'on' server")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--aa", action="store_true", help="both servers with monitoring off: the noise floor")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,6 +105,8 @@ def main() -> int:
         common = {"MOLTBOT_THREADS": str(args.threads), "MOLTBOT_PROFILE": "minimal", "MOLTBOT_LOG_LEVEL": "warning"}
         on_env = {**common, "MOLTBOT_MONITOR": "true", "MOLTBOT_MONITOR_INTERVAL_S": str(args.interval)}
         off_env = {**common, "MOLTBOT_MONITOR": "false"}
+        if args.aa:
+            on_env = off_env
         with (
             running_server(prepared["on"][0], on_env) as on,
             running_server(prepared["off"][0], off_env) as off,
@@ -95,7 +139,8 @@ def main() -> int:
             for client in clients.values():
                 client.close()
 
-    print(f"\nMonitoring overhead: {args.rounds} alternating rounds, evaluator every {args.interval} s on 'on'")
+    title = "A/A run, monitoring off on both" if args.aa else f"evaluator every {args.interval} s on 'on'"
+    print(f"\nMonitoring overhead: {args.rounds} alternating rounds, {title}")
     print(f"{'workload':<18} {'monitor':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'cost':>8}")
     for workload in workloads:
         rates = {}
@@ -103,13 +148,21 @@ def main() -> int:
             values = latencies[workload, name]
             rates[name] = len(values) / elapsed[workload, name]
             cost = "" if name == "off" else f"{100 * (1 - rates['on'] / rates['off']):+.2f}%"
+            shown = {"off": "off (1)", "on": "off (2)"}[name] if args.aa else name
             print(
-                f"{workload:<18} {name:<8} {1000 * percentile(values, 50):>8.2f} "
+                f"{workload:<18} {shown:<8} {1000 * percentile(values, 50):>8.2f} "
                 f"{1000 * percentile(values, 99):>8.2f} {rates[name]:>8.1f} {cost:>8}"
             )
     print(
         f"\n/metrics scrape: p50 {1000 * percentile(scrape, 50):.2f} ms, p99 {1000 * percentile(scrape, 99):.2f} ms, "
         f"{size / 1024:.1f} KiB"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        per_request_us, tick_ms, render_ms = in_process_costs(tmp, args.interval)
+    print(
+        f"in process: metrics work per request {per_request_us:.1f} us; evaluator tick {tick_ms:.2f} ms "
+        f"({100 * tick_ms / 1000 / args.interval:.2f}% of one core at a {args.interval} s interval, "
+        f"{100 * tick_ms / 1000 / 15:.3f}% at the default 15 s); /metrics render {render_ms:.2f} ms"
     )
     print(f"(cpu: {os.cpu_count()} logical, python {sys.version.split()[0]})")
     return 0
