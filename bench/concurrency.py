@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import sys
 import tempfile
 import threading
@@ -72,7 +73,7 @@ class Load:
     prompts: PromptMaker
 
 
-async def closed_loop(url: str, headers: dict[str, str], load: Load) -> Run:
+async def closed_loop(url: str, headers: dict[str, str], load: Load, verify: ssl.SSLContext | bool = True) -> Run:
     """Clients in a closed loop; tokens counted when they arrive inside the steady window."""
     run = Run(window=load.seconds)
     rng = random.Random(load.clients)
@@ -84,7 +85,7 @@ async def closed_loop(url: str, headers: dict[str, str], load: Load) -> Run:
     async def client_loop(index: int) -> None:
         await asyncio.sleep(index * STAGGER_S)
         first_request = True
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, verify=verify) as client:
             while time.perf_counter() < stop_at:
                 prompt = load.prompts.make(1000 + 211 * next(counter))
                 sent = time.perf_counter()
@@ -155,7 +156,7 @@ def main() -> int:
         with running_server(data_dir, env) as server:
             for clients in args.clients:
                 load = Load(clients, args.seconds, BUNDLED_CHAT_MODEL, prompts)
-                results["moltbot", clients] = asyncio.run(closed_loop(server.url, headers, load))
+                results["moltbot", clients] = asyncio.run(closed_loop(server.url, headers, load, server.verify))
         peer, url = start_peer(model_path, args.threads, args.context, 512)
         try:
             for clients in args.clients:
@@ -166,7 +167,7 @@ def main() -> int:
         minimal_env = {"MOLTBOT_PROFILE": "minimal", "MOLTBOT_THREADS": str(args.threads)}
         with running_server(data_dir, minimal_env) as server, RssSampler(server.process.pid) as rss:
             load = Load(10, args.seconds, BUNDLED_CHAT_MODEL, prompts)
-            minimal = asyncio.run(closed_loop(server.url, headers, load))
+            minimal = asyncio.run(closed_loop(server.url, headers, load, server.verify))
 
     print(f"\nconcurrency: closed loop, {args.seconds:.0f} s steady state per point, ~{PROMPT_TOKENS}-token prompts, "
           f"64-128 tokens generated, threads {args.threads}\n")  # fmt: skip

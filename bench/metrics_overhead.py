@@ -114,7 +114,10 @@ def main() -> int:
             servers: dict[str, Server] = {"on": on, "off": off}
             clients = {
                 name: httpx.Client(
-                    base_url=s.url, headers={"Authorization": f"Bearer {prepared[name][2]}"}, timeout=120
+                    base_url=s.url,
+                    headers={"Authorization": f"Bearer {prepared[name][2]}"},
+                    timeout=120,
+                    verify=s.verify,
                 )
                 for name, s in servers.items()
             }

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import ssl
 import statistics
 import sys
 import tempfile
@@ -82,11 +83,19 @@ def ttft(client: httpx.Client, model: str, messages: list[dict[str, str]]) -> tu
     return (first or time.perf_counter()) - started, "".join(pieces)
 
 
-def take_turns(url: str, headers: dict[str, str], model: str, conversations: int, turns: int) -> dict[int, list[float]]:
+def take_turns(
+    url: str,
+    headers: dict[str, str],
+    model: str,
+    conversations: int,
+    turns: int,
+    *,
+    verify: ssl.SSLContext | bool = True,
+) -> dict[int, list[float]]:
     rng = random.Random(7)
     histories: list[list[dict[str, str]]] = [[] for _ in range(conversations)]
     by_turn: dict[int, list[float]] = {t: [] for t in range(1, turns + 1)}
-    with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+    with httpx.Client(base_url=url, headers=headers, timeout=600, verify=verify) as client:
         for turn in range(1, turns + 1):
             for history in histories:
                 history.append({"role": "user", "content": user_turn(rng)})
@@ -110,8 +119,10 @@ def main() -> int:
         headers = {"Authorization": f"Bearer {key}"}
         env = {"MOLTBOT_THREADS": str(args.threads), "MOLTBOT_CONTEXT_SIZE": str(args.context)}
         with running_server(data_dir, env) as server:
-            ours = take_turns(server.url, headers, BUNDLED_CHAT_MODEL, args.conversations, args.turns)
-            metrics = httpx.get(server.url + "/metrics", headers=headers).text
+            ours = take_turns(
+                server.url, headers, BUNDLED_CHAT_MODEL, args.conversations, args.turns, verify=server.verify
+            )
+            metrics = server.get("/metrics", headers=headers).text
         peer, url = start_peer(model_path, args.threads, args.context, 512)
         try:
             theirs = take_turns(url, {}, "peer", args.peer_conversations, args.turns)

@@ -1,11 +1,14 @@
-"""The `moltbot` command: serve, chat, models, keys, alerts, doctor."""
+"""The `moltbot` command: serve, chat, models, keys, alerts, ca, doctor."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from moltbot import __version__
 from moltbot.app import build_services, create_app, ensure_admin_key
+from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
 from moltbot.resources import detect
 from moltbot.settings import Runtime, Settings, resolve
@@ -74,6 +78,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if token is not None:
         print(f"Admin API key (shown once, store it now): {token}", flush=True)  # noqa: T201
     app = create_app(services)
+    context: ssl.SSLContext | None = None
+    if settings.tls:
+        try:
+            files = _tls_files(settings)
+            context = tls.server_context(files)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            print(f"cannot start: the TLS certificate cannot be used ({exc})", file=sys.stderr)  # noqa: T201
+            return 2
+        _reload_on_sighup(context, files)
+        if files.ca is not None:
+            print(f"TLS 1.3 with the local CA {files.ca} (SHA-256 {tls.fingerprint(files.ca)});", flush=True)  # noqa: T201
+            print("  `moltbot ca` shows how to trust it.", flush=True)  # noqa: T201
+    elif not _is_loopback(settings.host):
+        print(  # noqa: T201
+            f"cannot start: plain HTTP (MOLTBOT_TLS=off) is only allowed on a loopback address, not {settings.host}; "
+            "turn TLS on or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -84,9 +107,70 @@ def cmd_serve(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
+        ssl_context_factory=None if context is None else (lambda _config, _default: context),
     )
-    print(f"Moltbot listening on http://{settings.host}:{settings.port}/v1", flush=True)  # noqa: T201
+    print(f"Moltbot listening on {settings.scheme}://{settings.host}:{settings.port}/v1", flush=True)  # noqa: T201
     uvicorn.Server(config).run()
+    return 0
+
+
+def _tls_files(settings: Settings) -> tls.TlsFiles:
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        return tls.TlsFiles(settings.tls_cert_file, settings.tls_key_file)
+    return tls.ensure_local_certificate(settings.tls_dir, tls.local_names(settings.tls_names))
+
+
+def _reload_on_sighup(context: ssl.SSLContext, files: tls.TlsFiles) -> None:
+    def reload(_signum: int, _frame: object) -> None:
+        try:
+            tls.reload(context, files)
+            log.info("TLS certificate reloaded from %s", files.cert)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate reload failed, keeping the current one: %s", exc)
+
+    signal.signal(signal.SIGHUP, reload)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _verify(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    """How a CLI client checks the server: --cacert, else the local CA of the data directory, else the system's."""
+    cafile = args.cacert or Settings().tls_dir / "ca.pem"
+    if Path(cafile).is_file():
+        return tls.client_context(Path(cafile))
+    return True
+
+
+# -- ca ------------------------------------------------------------------------------------------
+
+
+def cmd_ca(_: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.tls_cert_file is not None:
+        print(f"TLS uses the configured certificate {settings.tls_cert_file}; trust its issuer.")  # noqa: T201
+        return 0
+    files = tls.ensure_local_certificate(settings.tls_dir, tls.local_names(settings.tls_names))
+    ca = files.ca
+    assert ca is not None  # noqa: S101 - the local certificate always has a CA
+    print(  # noqa: T201
+        f"""Moltbot's local certificate authority: {ca}
+SHA-256 fingerprint: {tls.fingerprint(ca)}
+
+Trust it for one client (not the whole machine):
+  curl --cacert {ca} https://127.0.0.1:{settings.port}/healthz
+  SSL_CERT_FILE={ca} <program>                      # Python's ssl, httpx, requests
+  httpx.Client(verify=ssl.create_default_context(cafile="{ca}"))
+  openai.OpenAI(base_url="https://127.0.0.1:{settings.port}/v1", api_key=KEY,
+                http_client=httpx.Client(verify=ssl.create_default_context(cafile="{ca}")))
+On another machine, copy ca.pem (never ca.key) and check the fingerprint above."""
+    )
     return 0
 
 
@@ -127,7 +211,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 2
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=300) as client:
+    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=300, verify=_verify(args)) as client:
         print(f"Chatting with {args.model} at {args.url} (Ctrl-D to quit)")  # noqa: T201
         while True:
             try:
@@ -222,7 +306,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 2
     try:
         response = httpx.get(
-            args.url.rstrip("/") + "/admin/alerts", headers={"Authorization": f"Bearer {key}"}, timeout=30
+            args.url.rstrip("/") + "/admin/alerts",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            verify=_verify(args),
         )
     except httpx.HTTPError as exc:
         print(f"cannot reach the server: {exc}", file=sys.stderr)  # noqa: T201
@@ -305,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     chat = sub.add_parser("chat", help="chat with a running server in the terminal")
-    chat.add_argument("--url", default="http://127.0.0.1:8080/v1")
+    chat.add_argument("--url", default="https://127.0.0.1:8080/v1")
+    chat.add_argument("--cacert", help="CA file to verify the server (default: the data directory's local CA)")
     chat.add_argument("--key", help="API key (default: $MOLTBOT_API_KEY)")
     chat.add_argument("--model", default="gemma-3-270m")
     chat.add_argument("--system", help="a system prompt")
@@ -328,12 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(func=cmd_keys_revoke)
 
     alerts = sub.add_parser("alerts", help="active alerts of a running server, or check a rules file")
-    alerts.add_argument("--url", default="http://127.0.0.1:8080/v1")
+    alerts.add_argument("--url", default="https://127.0.0.1:8080/v1")
+    alerts.add_argument("--cacert", help="CA file to verify the server (default: the data directory's local CA)")
     alerts.add_argument("--key", help="an admin API key (default: $MOLTBOT_API_KEY)")
     alerts.add_argument("--json", action="store_true", help="print the alerts as JSON")
     alerts.add_argument("--check", metavar="FILE", help="validate an alert rules file and exit")
     alerts.set_defaults(func=cmd_alerts)
 
+    sub.add_parser("ca", help="the local TLS CA: where it is and how to trust it").set_defaults(func=cmd_ca)
     sub.add_parser("doctor", help="check resources, profile and models").set_defaults(func=cmd_doctor)
     return parser
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     gpu_layers: int | None = Field(default=None, ge=-1)
     model_path: Path | None = None
     bundled_models: bool = True
+    # TLS 1.3 only, on by default; plain HTTP (tls = false) only on a loopback address.
+    tls: bool = True
+    tls_cert_file: Path | None = None  # with tls_key_file: the operator's certificate instead of the local CA's
+    tls_key_file: Path | None = None
+    tls_names: list[str] = Field(default_factory=list, max_length=64)  # more names for the local certificate
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
@@ -134,6 +139,20 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def models_dir(self) -> Path:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -36,6 +37,10 @@ def server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def oai(server: Server) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=server.base_url, api_key=server.admin_key, max_retries=0, timeout=120)
+    http = httpx.Client(verify=server.verify, timeout=120)
+    client = openai.OpenAI(
+        base_url=server.base_url, api_key=server.admin_key, max_retries=0, timeout=120, http_client=http
+    )
     yield client
     client.close()
+    http.close()

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -96,10 +97,27 @@ class Server:
     stdout_path: Path
     stderr_path: Path
     admin_key: str = ""
+    tls: bool = True
+    ca: Path | None = None  # the CA that issued the server's certificate, when not the local one
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.ca or self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client needs to trust this server: its local CA (the server makes it before it listens)."""
+        if not self.tls:
+            return True
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """One request without a key (a fresh connection)."""
+        return httpx.get(self.url + path, verify=self.verify, timeout=kwargs.pop("timeout", 10), **kwargs)
 
     @property
     def base_url(self) -> str:
@@ -113,7 +131,7 @@ class Server:
 
     def client(self, key: str | None = None, timeout: float = 120) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=self.verify)
 
     def wait_for_key(self, deadline: float) -> None:
         while time.monotonic() < deadline:
@@ -128,8 +146,11 @@ class Server:
     def wait_until(self, path: str, status: int, deadline: float) -> None:
         while time.monotonic() < deadline:
             self._check_alive()
+            if self.tls and not self.ca_file.is_file():
+                time.sleep(0.05)
+                continue
             try:
-                if httpx.get(self.url + path, timeout=2).status_code == status:
+                if self.get(path, timeout=2).status_code == status:
                     return
             except httpx.TransportError:
                 pass
@@ -150,7 +171,7 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def spawn_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
+def spawn_server(data_dir: Path, env: dict[str, str] | None = None, ca: Path | None = None) -> Server:
     """Start `moltbot serve` on a random loopback port; returns at once."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -167,12 +188,15 @@ def spawn_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
         process = subprocess.Popen(
             [sys.executable, "-m", "moltbot", "serve"], env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
         )
-    return Server(process, data_dir, port, stdout_path, stderr_path)
+    tls = full_env.get("MOLTBOT_TLS", "true").lower() not in {"0", "off", "false", "f", "n", "no"}
+    return Server(process, data_dir, port, stdout_path, stderr_path, tls=tls, ca=ca)
 
 
 @contextmanager
-def running_server(data_dir: Path, env: dict[str, str] | None = None, *, ready: bool = True) -> Iterator[Server]:
-    server = spawn_server(data_dir, env)
+def running_server(
+    data_dir: Path, env: dict[str, str] | None = None, *, ready: bool = True, ca: Path | None = None
+) -> Iterator[Server]:
+    server = spawn_server(data_dir, env, ca)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         server.wait_until("/healthz", 200, deadline)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -205,7 +204,7 @@ def test_cached_and_recomputed_turns_agree_up_to_kernel_noise(
 
 
 def test_metrics_need_the_metrics_scope(batch_server: Server) -> None:
-    assert httpx.get(batch_server.url + "/metrics").status_code == 401
+    assert batch_server.get("/metrics").status_code == 401
 
 
 def test_n_choices_share_the_prompt(batch_server: Server) -> None:

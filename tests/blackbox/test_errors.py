@@ -43,7 +43,7 @@ ROUTES = [
 @pytest.mark.parametrize("auth", [None, "Bearer wrong", "Bearer mb_0000_nope", "Basic abc"])
 def test_401_without_a_valid_key(server: Server, method: str, path: str, auth: str | None) -> None:
     headers = {"Authorization": auth} if auth else {}
-    response = httpx.request(method, server.url + path, headers=headers, json={})
+    response = httpx.request(method, server.url + path, headers=headers, json={}, verify=server.verify)
     error = assert_envelope(response, 401)
     assert error["type"] == "authentication_error"
     assert response.headers["www-authenticate"] == "Bearer"
@@ -56,13 +56,13 @@ def test_every_documented_route_needs_a_key(server: Server) -> None:
     for path, operations in paths.items():
         concrete = path.replace("{model_id}", CHAT_MODEL)
         for method in operations:
-            response = httpx.request(method.upper(), server.url + concrete, json={})
+            response = httpx.request(method.upper(), server.url + concrete, json={}, verify=server.verify)
             assert_envelope(response, 401)
 
 
 def test_health_routes_are_open(server: Server) -> None:
-    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(server.url + "/readyz").status_code == 200
+    assert server.get("/healthz").json() == {"status": "ok"}
+    assert server.get("/readyz").status_code == 200
 
 
 def test_openapi_document_with_a_key(server: Server) -> None:

@@ -164,7 +164,7 @@ def test_metrics_need_the_metrics_scope(monitored: Server) -> None:
         assert client.get("/v1/admin/alerts").status_code == 403
     with monitored.client(metrics_only) as client:
         assert client.get("/metrics").status_code == 200
-    assert httpx.get(monitored.url + "/metrics").status_code == 401
+    assert monitored.get("/metrics").status_code == 401
 
 
 def test_separate_metrics_port_is_open_on_loopback(monitored: Server) -> None:

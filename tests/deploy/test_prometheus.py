@@ -127,6 +127,7 @@ def test_real_prometheus_scrapes_and_evaluates_the_rules(scraped: tuple[Server, 
     config["rule_files"] = [str(RULES)]
     job = config["scrape_configs"][0]
     job["authorization"]["credentials_file"] = str(key_file)
+    job["tls_config"]["ca_file"] = str(server.ca_file)
     job["static_configs"] = [{"targets": [f"127.0.0.1:{server.port}"]}]
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
