@@ -102,7 +102,12 @@ def main() -> int:
         prepared = {
             name: prepare_data_dir(os.path.join(tmp, name), "chat,models:read,metrics") for name in ("on", "off")
         }
-        common = {"MOLTBOT_THREADS": str(args.threads), "MOLTBOT_PROFILE": "minimal", "MOLTBOT_LOG_LEVEL": "warning"}
+        common = {
+            "MOLTBOT_THREADS": str(args.threads),
+            "MOLTBOT_PROFILE": "minimal",
+            "MOLTBOT_LOG_LEVEL": "warning",
+            "MOLTBOT_RATE_LIMIT_RPM": "0",  # thousands of requests a minute from one key, on purpose
+        }
         on_env = {**common, "MOLTBOT_MONITOR": "true", "MOLTBOT_MONITOR_INTERVAL_S": str(args.interval)}
         off_env = {**common, "MOLTBOT_MONITOR": "false"}
         if args.aa:

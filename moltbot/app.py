@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import start_http_server
 from starlette.routing import Route
 
@@ -22,9 +23,11 @@ from moltbot.engine.llama_model import LlamaModelFile
 from moltbot.engine.runner import RunnerOptions
 from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.gateway.auth import AuthMiddleware, check_declared
+from moltbot.gateway.clients import parse_networks
 from moltbot.gateway.errors import install_error_handlers
 from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.observe import ObserveMiddleware
+from moltbot.gateway.ratelimit import Limits, RateLimiter
 from moltbot.gateway.routes import admin, chat, completions, embeddings, health, metrics, models
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager, WorkerFactory
@@ -35,6 +38,7 @@ from moltbot.monitor.rules import load_rules
 from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
 from moltbot.settings import Runtime
+from moltbot.storage.audit import AuditLog
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
 
@@ -46,6 +50,7 @@ AUTH_CACHE_TTL_S = 1.0
 class Services:
     runtime: Runtime
     keys: KeyStore
+    audit: AuditLog
     models: ModelManager
     metrics: Metrics
     monitor: Monitor | None
@@ -78,7 +83,8 @@ def build_services(runtime: Runtime) -> Services:
     settings = runtime.settings
     rules = load_rules(settings.alert_rules) if settings.monitor else []
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keys = KeyStore(open_database(settings.database_path), cache_ttl_s=AUTH_CACHE_TTL_S)
+    database = open_database(settings.database_path)
+    keys = KeyStore(database, cache_ttl_s=AUTH_CACHE_TTL_S)
     models = ModelManager(worker_factory(runtime))
     sampler = ResourceSampler(settings.data_dir)
     metrics = Metrics(models, sampler)
@@ -99,14 +105,15 @@ def build_services(runtime: Runtime) -> Services:
             base_labels=labels,
         )
         metrics.add_collector(AlertCollector(monitor.active))
-    return Services(runtime, keys, models, metrics, monitor)
+    return Services(runtime, keys, AuditLog(database), models, metrics, monitor)
 
 
-def ensure_admin_key(keys: KeyStore) -> str | None:
+def ensure_admin_key(services: Services) -> str | None:
     """On first start, create an admin key; the caller prints the token once."""
-    if keys.has_active_admin():
+    if services.keys.has_active_admin():
         return None
-    _, token = keys.create("admin", frozenset({Scope.ADMIN}))
+    key, token = services.keys.create("admin", frozenset({Scope.ADMIN}))
+    services.audit.record("server", "key.create", key.id, name=key.name, scopes=[Scope.ADMIN.value])
     return token
 
 
@@ -154,6 +161,8 @@ def create_app(services: Services) -> FastAPI:
 
     app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.models = services.models
+    app.state.keys = services.keys
+    app.state.audit = services.audit
     app.state.registry = services.metrics.registry
     app.state.monitor = services.monitor
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
@@ -165,11 +174,36 @@ def create_app(services: Services) -> FastAPI:
     own = [r for r in app.router.routes if isinstance(r, Route)]
     routes = own + [r for m in modules for r in m.router.routes if isinstance(r, Route)]
     check_declared(routes)
-    app.add_middleware(AuthMiddleware, keys=services.keys, routes=routes)
+    app.state.routes = routes
     settings = services.runtime.settings
-    app.add_middleware(
-        RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
+    limits = Limits(
+        settings.rate_limit_rpm,
+        settings.rate_limit_tpm,
+        settings.rate_limit_concurrent,
+        settings.auth_failures_per_minute,
     )
+    app.add_middleware(AuthMiddleware, keys=services.keys, routes=routes, limiter=RateLimiter(limits))
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
     observed = services.metrics if settings.monitor else None
-    app.add_middleware(ObserveMiddleware, routes=routes, metrics=observed, access=settings.access_log)
+    app.add_middleware(
+        ObserveMiddleware,
+        routes=routes,
+        metrics=observed,
+        access=settings.access_log,
+        tls=settings.tls,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import ipaddress
 import json
 import logging
@@ -19,12 +20,13 @@ import uvicorn
 from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 
-from moltbot import __version__
+from moltbot import __version__, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
 from moltbot.resources import detect
 from moltbot.settings import Runtime, Settings, resolve
+from moltbot.storage.audit import AuditLog
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import DEFAULT_SCOPES, KeyStore, UnknownScopeError, parse_scopes
 
@@ -69,12 +71,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level, settings.log_format)
     log.info("moltbot %s, profile %s", __version__, runtime.profile.name.value)
     log.info("effective settings: %s", json.dumps(runtime.describe(), sort_keys=True))
+    if settings.offline:
+        allowed = [*settings.offline_allow, *offline.hosts_of(settings.alert_webhooks), settings.host]
+        offline.install(allowed)
+        log.info("offline mode: outbound connections only to loopback and %s", ", ".join(allowed) or "nothing else")
     try:
         services = build_services(runtime)
     except RulesError as exc:
         print(f"cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    token = ensure_admin_key(services.keys)
+    token = ensure_admin_key(services)
     if token is not None:
         print(f"Admin API key (shown once, store it now): {token}", flush=True)  # noqa: T201
     app = create_app(services)
@@ -107,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
+        proxy_headers=False,  # X-Forwarded-For is read by the gateway, and only from MOLTBOT_TRUSTED_PROXIES
         ssl_context_factory=None if context is None else (lambda _config, _default: context),
     )
     print(f"Moltbot listening on {settings.scheme}://{settings.host}:{settings.port}/v1", flush=True)  # noqa: T201
@@ -250,10 +257,18 @@ def cmd_models_list(_: argparse.Namespace) -> int:
     return 0
 
 
-def _keys() -> KeyStore:
+def _keys() -> tuple[KeyStore, AuditLog]:
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return KeyStore(open_database(settings.database_path))
+    database = open_database(settings.database_path)
+    return KeyStore(database), AuditLog(database)
+
+
+def _cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -263,7 +278,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)  # noqa: T201
         return 2
     expires = time.time() + args.expires_days * 86400 if args.expires_days else None
-    key, token = _keys().create(args.name, scopes, expires)
+    keys, audit = _keys()
+    key, token = keys.create(args.name, scopes, expires)
+    audit.record(_cli_actor(), "key.create", key.id, name=key.name, scopes=sorted(s.value for s in scopes))
     print(f"created key {key.id} ({args.name}) with scopes {','.join(sorted(scopes))}")  # noqa: T201
     print(token)  # noqa: T201
     return 0
@@ -272,7 +289,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(_: argparse.Namespace) -> int:
     now = time.time()
     rows: list[list[object]] = [["ID", "NAME", "SCOPES", "CREATED", "STATE"]]
-    for k in _keys().list():
+    for k in _keys()[0].list():
         state = "active" if k.is_active(now) else ("revoked" if k.revoked_at else "expired")
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created_at))
         rows.append([k.id, k.name, ",".join(sorted(k.scopes)), created, state])
@@ -281,7 +298,9 @@ def cmd_keys_list(_: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    if _keys().revoke(args.id):
+    keys, audit = _keys()
+    if keys.revoke(args.id):
+        audit.record(_cli_actor(), "key.revoke", args.id)
         print(f"revoked key {args.id}")  # noqa: T201
         return 0
     print(f"no active key {args.id}", file=sys.stderr)  # noqa: T201

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None  # with tls_key_file: the operator's certificate instead of the local CA's
     tls_key_file: Path | None = None
     tls_names: list[str] = Field(default_factory=list, max_length=64)  # more names for the local certificate
+    # Strict offline mode: outbound connections only to loopback, the webhooks' hosts and these hosts/networks.
+    offline: bool = True
+    offline_allow: list[str] = Field(default_factory=list, max_length=256)
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)  # whose X-Forwarded-For is believed
+    cors_origins: list[str] = Field(default_factory=list, max_length=64)  # CORS is off unless origins are named
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
@@ -99,6 +105,7 @@ class Settings(BaseSettings):
     # Limits on what a client controls.
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_header_bytes: int = Field(default=16 << 10, ge=1024)
+    max_json_depth: int = Field(default=64, ge=4, le=512)
     max_messages: int = Field(default=256, ge=1)
     max_stop: int = Field(default=4, ge=0)
     max_stop_chars: int = Field(default=256, ge=1)
@@ -106,6 +113,11 @@ class Settings(BaseSettings):
     max_n: int = Field(default=4, ge=1, le=64)
     max_embedding_inputs: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=300.0, gt=0)
+    # Per API key (0 turns one off), and failed authentications per client address.
+    rate_limit_rpm: int = Field(default=1200, ge=0)
+    rate_limit_tpm: int = Field(default=200_000, ge=0)
+    rate_limit_concurrent: int = Field(default=32, ge=0)
+    auth_failures_per_minute: int = Field(default=30, ge=0)
     queue_timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("log_level")
@@ -115,6 +127,16 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("log_level must be debug, info, warning or error")
         return level
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or network") from None
+        return values
 
     @field_validator("alert_webhooks")
     @classmethod

@@ -181,6 +181,8 @@ def spawn_server(data_dir: Path, env: dict[str, str] | None = None, ca: Path | N
         "MOLTBOT_HOST": "127.0.0.1",
         "MOLTBOT_PORT": str(port),
         "MOLTBOT_CONTEXT_SIZE": "4096",
+        # Tests send many bad keys from one address on purpose; tests/security checks the default limit.
+        "MOLTBOT_AUTH_FAILURES_PER_MINUTE": "100000",
         **(env or {}),
     }
     stdout_path, stderr_path = data_dir / "server.out", data_dir / "server.err"

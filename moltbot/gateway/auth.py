@@ -7,13 +7,15 @@ no declaration is refused (403), so a new route cannot be left open by mistake.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moltbot.gateway.errors import envelope
+from moltbot.gateway.ratelimit import RateLimiter
 from moltbot.storage.keys import KeyStore
 from moltbot.storage.keys import Scope as KeyScope
 
@@ -21,6 +23,8 @@ PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
 ANY_SCOPE: Final = None
 API_KEY_STATE: Final = "api_key"
 ROUTE_STATE: Final = "route"
+CLIENT_STATE: Final = "client"  # the client's address (set by the observe middleware)
+CHARGE_STATE: Final = "charge_tokens"  # routes call it with the tokens a reply used
 
 ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/openapi.json": ANY_SCOPE,
@@ -31,6 +35,9 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/embeddings": KeyScope.EMBEDDINGS,
     "/metrics": KeyScope.METRICS,
     "/v1/admin/alerts": KeyScope.ADMIN,
+    "/v1/admin/keys": KeyScope.ADMIN,
+    "/v1/admin/keys/{key_id}": KeyScope.ADMIN,
+    "/v1/admin/audit": KeyScope.ADMIN,
 }
 
 
@@ -42,34 +49,56 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-async def _deny(send: Send, status: int, message: str, kind: str) -> None:
-    body = json.dumps(envelope(message, kind)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _deny(
+    send: Send,
+    status: int,
+    message: str,
+    kind: str,
+    *,
+    code: str | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    body = json.dumps(envelope(message, kind, code=code)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-class AuthMiddleware:
-    """Checks the bearer key, then the scope declared for the matched route."""
+def _retry_after(seconds: float) -> tuple[bytes, bytes]:
+    return (b"retry-after", str(max(1, math.ceil(seconds))).encode())
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, routes: list[Route]) -> None:
+
+class AuthMiddleware:
+    """Checks the bearer key, then the scope declared for the matched route, then the key's rate limits.
+    A client whose keys keep failing is refused for a while before its key is even read."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, routes: list[Route], limiter: RateLimiter | None = None) -> None:
         self._app = app
         self._keys = keys
         self._routes = routes
+        self._limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self._app(scope, receive, send)
             return
+        state = scope.setdefault("state", {})
+        client = state.get(CLIENT_STATE) or ""
+        limiter = self._limiter
+        if limiter is not None and (wait := limiter.auth_blocked(client)) > 0:
+            message = "too many requests with invalid API keys from this address"
+            await _deny(send, 429, message, "rate_limit_error", code="rate_limit_exceeded", extra=[_retry_after(wait)])
+            return
         token = _bearer(scope)
         key = self._keys.authenticate(token) if token else None
         if key is None:
+            if limiter is not None:
+                limiter.auth_failed(client)
             await _deny(send, 401, "invalid or missing API key", "authentication_error")
             return
         template = route_template(self._routes, scope)
-        state = scope.setdefault("state", {})
         state[ROUTE_STATE] = template
         if template is not None:
             if template not in ROUTE_SCOPES:
@@ -80,7 +109,32 @@ class AuthMiddleware:
                 await _deny(send, 403, f"this API key lacks the '{needed.value}' scope", "permission_error")
                 return
         state[API_KEY_STATE] = key
-        await self._app(scope, receive, send)
+        if limiter is None:
+            await self._app(scope, receive, send)
+            return
+        decision = limiter.admit(key.id)
+        if not decision.allowed:
+            extra = [_retry_after(decision.retry_after_s), *decision.headers]
+            await _deny(send, 429, decision.reason, "rate_limit_error", code="rate_limit_exceeded", extra=extra)
+            return
+        state[CHARGE_STATE] = lambda tokens: limiter.charge(key.id, tokens)
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *decision.headers]}
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_limits)
+        finally:
+            limiter.release(key.id)
+
+
+def charge_tokens(state: dict[str, Any], tokens: int) -> None:
+    """Count a reply's tokens against its key's tokens-per-minute limit (when limits are on)."""
+    charge = state.get(CHARGE_STATE)
+    if charge is not None:
+        charge(tokens)
 
 
 def route_template(routes: Sequence[Route], scope: Scope) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +22,33 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_OFF_LOOP_BYTES = 64 << 10
+
+
+def json_too_deep(body: bytes, limit: int) -> bool:
+    """Whether the body is JSON nesting arrays/objects deeper than `limit`. Bodies with too few brackets
+    to nest that deep are passed at C speed; others are parsed (a nesting past the interpreter's
+    recursion limit is too deep by definition) and walked without recursion."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False  # not JSON: the route's parser answers 400
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -31,13 +60,17 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 class RequestLimitsMiddleware:
-    """Answers 431 past the header limits and 413 past `max_body_bytes`; replays the body to the app."""
+    """Answers 431 past the header limits, 413 past `max_body_bytes`, 400 for JSON nested past
+    `max_json_depth`; replays the body to the app."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int, max_headers: int = 100) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int, max_headers: int = 100, max_json_depth: int = 64
+    ) -> None:
         self._app = app
         self._max = max_body_bytes
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
+        self._max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +101,15 @@ class RequestLimitsMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self._app(scope, _replay(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        if len(body) > _OFF_LOOP_BYTES:  # a big body's check must not hold up the other requests
+            too_deep = await asyncio.to_thread(json_too_deep, body, self._max_json_depth)
+        else:
+            too_deep = json_too_deep(body, self._max_json_depth)
+        if too_deep:
+            await _refuse(send, 400, f"JSON nests deeper than {self._max_json_depth} levels")
+            return
+        await self._app(scope, _replay(body, receive), send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -18,10 +18,20 @@ from collections.abc import Sequence
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moltbot.gateway.auth import API_KEY_STATE, ROUTE_STATE, route_template
+from moltbot.gateway.auth import API_KEY_STATE, CLIENT_STATE, ROUTE_STATE, route_template
+from moltbot.gateway.clients import Network, client_address
 from moltbot.monitor.metrics import Metrics
 
 ENGINE_SECONDS_KEY = "engine_seconds"
+# On every response: an API's answers are not to be cached, sniffed, framed or referred.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 UNMATCHED_ROUTE = "unmatched"
 # Label values must stay bounded: a client can send any method token.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -37,11 +47,22 @@ def _request_id(scope: Scope) -> str:
 
 
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, routes: Sequence[Route], metrics: Metrics | None, access: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Sequence[Route],
+        metrics: Metrics | None,
+        *,
+        access: bool = True,
+        tls: bool = True,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
         self._app = app
         self._routes = list(routes)
         self._metrics = metrics
         self._access = access
+        self._security_headers = [*SECURITY_HEADERS, HSTS] if tls else list(SECURITY_HEADERS)
+        self._trusted = list(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,6 +72,7 @@ class ObserveMiddleware:
         request_id = _request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state[CLIENT_STATE] = client_address(scope, self._trusted)
         status, response_start = 500, 0.0
         metrics = self._metrics
         if metrics is not None:
@@ -65,8 +87,9 @@ class ObserveMiddleware:
                 engine = state.get(ENGINE_SECONDS_KEY)
                 if engine is not None:
                     timing += f", engine;dur={engine * 1000:.3f}"
-                headers = list(message.get("headers", []))
+                headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
                 headers += [(b"x-request-id", request_id.encode()), (b"server-timing", timing.encode())]
+                headers += self._security_headers
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -94,5 +117,6 @@ class ObserveMiddleware:
                         "duration_ms": round(duration * 1000, 3),
                         "response_start_ms": round((response_start or duration) * 1000, 3),
                         "key_id": key.id if key is not None else None,
+                        "client": state[CLIENT_STATE],
                     },
                 )

@@ -140,3 +140,13 @@ class EmbeddingRequest(_Request):
 
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class KeyCreateRequest(BaseModel):
+    """POST /v1/admin/keys. Not an OpenAI shape: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(min_length=1, max_length=16)
+    expires_in_days: float | None = Field(default=None, gt=0, le=36_500)

@@ -7,7 +7,7 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from moltbot.settings import Settings
 
 log = logging.getLogger(__name__)
 _LONG_TEXT = 16_384  # characters; longer prompts are tokenized off the event loop
+UsageHook = Callable[[int], None]  # told the total tokens a streamed reply used
 _ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
 
 
@@ -171,13 +172,13 @@ class OpenAIServing:
         }
         return Reply(body, engine_seconds)
 
-    async def chat_stream(self, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
+    async def chat_stream(self, req: ChatCompletionRequest, on_usage: UsageHook | None = None) -> AsyncIterator[bytes]:
         worker, prompt, params = await self.prepare_chat(req)
         streams = [await _started(s) for s in worker.streams(prompt, params, req.n or 1)]
-        return self._chat_events(worker.info.id, streams, req.include_usage())
+        return self._chat_events(worker.info.id, streams, req.include_usage(), on_usage)
 
     async def _chat_events(
-        self, model: str, streams: list[AsyncIterator[Chunk]], include_usage: bool
+        self, model: str, streams: list[AsyncIterator[Chunk]], include_usage: bool, on_usage: UsageHook | None
     ) -> AsyncIterator[bytes]:
         base = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
@@ -206,6 +207,8 @@ class OpenAIServing:
             yield _error_event(exc)
             yield sse("[DONE]")
             return
+        finally:
+            _report_usage(on_usage, finals, len(streams))
         if include_usage:
             yield sse({**base, "choices": [], "usage": _total_usage(finals, len(streams))})
         yield sse("[DONE]")
@@ -263,10 +266,12 @@ class OpenAIServing:
         }
         return Reply(body, engine)
 
-    async def completion_stream(self, req: CompletionRequest) -> AsyncIterator[bytes]:
+    async def completion_stream(
+        self, req: CompletionRequest, on_usage: UsageHook | None = None
+    ) -> AsyncIterator[bytes]:
         worker, jobs = await self.prepare_completion(req)
         first = [await _started(s) for s in worker.streams(*jobs[0], req.n or 1)]
-        return self._completion_events(worker, jobs, first, req)
+        return self._completion_events(worker, jobs, first, req, on_usage)
 
     async def _completion_events(
         self,
@@ -274,6 +279,7 @@ class OpenAIServing:
         jobs: list[tuple[Prompt, SamplingParams]],
         first: list[AsyncIterator[Chunk]],
         req: CompletionRequest,
+        on_usage: UsageHook | None,
     ) -> AsyncIterator[bytes]:
         base = {
             "id": f"cmpl-{secrets.token_hex(12)}",
@@ -290,22 +296,25 @@ class OpenAIServing:
             choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
             return sse({**base, "choices": [choice], **extra})
 
-        for job_index, (job, text) in enumerate(zip(jobs, req.prompts(), strict=True)):
-            try:
-                streams = first if job_index == 0 else worker.streams(*job, n)
-                if req.echo:
-                    for j in range(n):
-                        yield event(job_index * n + j, text, None)
-                async for j, chunk in _merged(streams):
-                    if chunk.text:
-                        yield event(job_index * n + j, chunk.text, None)
-                    if chunk.finish_reason is not None:
-                        finals.append(chunk)
-                        yield event(job_index * n + j, "", _finish(chunk.finish_reason))
-            except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
-                yield _error_event(exc)
-                yield sse("[DONE]")
-                return
+        try:
+            for job_index, (job, text) in enumerate(zip(jobs, req.prompts(), strict=True)):
+                try:
+                    streams = first if job_index == 0 else worker.streams(*job, n)
+                    if req.echo:
+                        for j in range(n):
+                            yield event(job_index * n + j, text, None)
+                    async for j, chunk in _merged(streams):
+                        if chunk.text:
+                            yield event(job_index * n + j, chunk.text, None)
+                        if chunk.finish_reason is not None:
+                            finals.append(chunk)
+                            yield event(job_index * n + j, "", _finish(chunk.finish_reason))
+                except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+                    yield _error_event(exc)
+                    yield sse("[DONE]")
+                    return
+        finally:
+            _report_usage(on_usage, finals, n)
         if req.include_usage():
             yield sse({**base, "choices": [], "usage": _total_usage(finals, n)})
         yield sse("[DONE]")
@@ -406,6 +415,12 @@ async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[in
     finally:
         for task in tasks:  # a client that left: closing each stream cancels its sequence
             task.cancel()
+
+
+def _report_usage(on_usage: UsageHook | None, finals: list[Chunk], per_prompt: int) -> None:
+    """Tell the rate limiter what a stream used, also when it ended early (finished choices only)."""
+    if on_usage is not None and finals:
+        on_usage(_total_usage(finals, per_prompt)["total_tokens"])
 
 
 def _total_usage(finals: list[Chunk], per_prompt: int = 1) -> dict[str, int]:

@@ -141,6 +141,11 @@ class KeyStore:
             else:
                 self._cache.pop(key_id, None)
 
+    def get(self, key_id: str) -> ApiKey | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+        return None if row is None else _from_row(row)
+
     def list(self) -> list[ApiKey]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).mappings().all()

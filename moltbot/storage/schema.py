@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, MetaData, String, Table
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -16,4 +16,16 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
+)
+
+# Append-only: the database refuses UPDATE and DELETE on it (triggers made in database.py).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),  # "key:<id>" for the API, "cli:<os user>" for the CLI
+    Column("action", String(64), nullable=False),  # e.g. key.create, key.revoke
+    Column("target", String(200), nullable=False),
+    Column("details", Text, nullable=False),  # JSON; never a secret or user content
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from moltbot.gateway.auth import charge_tokens
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import ChatCompletionRequest
 from moltbot.gateway.sse import event_stream
@@ -15,8 +16,10 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     serving = request.app.state.serving
+    state = request.scope["state"]
     if body.stream:
-        return event_stream(await serving.chat_stream(body))
+        return event_stream(await serving.chat_stream(body, on_usage=lambda tokens: charge_tokens(state, tokens)))
     reply = await serving.chat(body)
-    request.scope["state"][ENGINE_SECONDS_KEY] = reply.engine_seconds
+    state[ENGINE_SECONDS_KEY] = reply.engine_seconds
+    charge_tokens(state, reply.body["usage"]["total_tokens"])
     return JSONResponse(reply.body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from moltbot.gateway.auth import charge_tokens
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import EmbeddingRequest
 
@@ -15,4 +16,5 @@ router = APIRouter()
 async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
     reply = await request.app.state.serving.embeddings(body)
     request.scope["state"][ENGINE_SECONDS_KEY] = reply.engine_seconds
+    charge_tokens(request.scope["state"], reply.body["usage"]["total_tokens"])
     return JSONResponse(reply.body)
