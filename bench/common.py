@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from moltbot.models.store import BUNDLED_CHAT_MODEL, install_bundled
 from tests.helpers import create_key, free_port
 
-__all__ = ["BUNDLED_CHAT_MODEL", "PromptMaker", "percentile", "prepare_data_dir", "start_peer", "stop"]
+__all__ = [
+    "BUNDLED_CHAT_MODEL",
+    "ABResult",
+    "Call",
+    "PromptMaker",
+    "alternate",
+    "percentile",
+    "prepare_data_dir",
+    "print_ab",
+    "start_peer",
+    "stop",
+    "timed",
+]
 
 
 def prepare_data_dir(tmp: str, scopes: str) -> tuple[Path, Path, str]:
@@ -81,3 +95,59 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+Call = Callable[[httpx.Client], httpx.Response]
+
+
+def timed(client: httpx.Client, count: int, call: Call) -> tuple[list[float], float]:
+    """`count` calls one after another: each one's latency, and the seconds they took together."""
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(count):
+        t0 = time.perf_counter()
+        response = call(client)
+        latencies.append(time.perf_counter() - t0)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+    return latencies, time.perf_counter() - started
+
+
+@dataclass
+class ABResult:
+    latencies: dict[tuple[str, str], list[float]]
+    elapsed: dict[tuple[str, str], float]
+
+
+def alternate(clients: dict[str, httpx.Client], workloads: dict[str, tuple[int, Call]], rounds: int) -> ABResult:
+    """Run each workload on each client in rounds whose order flips every round, so drift on a noisy
+    machine falls on both sides alike (after a short warm-up on each)."""
+    names = list(clients)
+    for name in names:
+        for count, call in workloads.values():
+            timed(clients[name], min(count, 5), call)
+    result = ABResult({(w, n): [] for w in workloads for n in names}, {(w, n): 0.0 for w in workloads for n in names})
+    for round_index in range(rounds):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for workload, (count, call) in workloads.items():
+            for name in order:
+                values, seconds = timed(clients[name], count, call)
+                result.latencies[workload, name] += values
+                result.elapsed[workload, name] += seconds
+    return result
+
+
+def print_ab(result: ABResult, workloads: Iterable[str], base: str, other: str, labels: dict[str, str]) -> None:
+    """p50/p99 latency and throughput of each side, and what `other` costs against `base`."""
+    print(f"{'workload':<22} {'server':<16} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'cost':>8} {'+p99 ms':>8}")
+    for workload in workloads:
+        rates = {n: len(result.latencies[workload, n]) / result.elapsed[workload, n] for n in (base, other)}
+        p99 = {n: 1000 * percentile(result.latencies[workload, n], 99) for n in (base, other)}
+        for name in (base, other):
+            values = result.latencies[workload, name]
+            cost = "" if name == base else f"{100 * (1 - rates[other] / rates[base]):+.2f}%"
+            added = "" if name == base else f"{p99[other] - p99[base]:+.2f}"
+            print(
+                f"{workload:<22} {labels[name]:<16} {1000 * percentile(values, 50):>8.2f} "
+                f"{p99[name]:>8.2f} {rates[name]:>8.1f} {cost:>8} {added:>8}"
+            )

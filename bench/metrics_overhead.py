@@ -17,11 +17,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from common import BUNDLED_CHAT_MODEL, percentile, prepare_data_dir
+from common import BUNDLED_CHAT_MODEL, Call, alternate, percentile, prepare_data_dir, print_ab, timed
 
 from tests.helpers import Server, running_server
 
@@ -31,20 +30,6 @@ CHAT = {
     "max_tokens": 8,
     "temperature": 0,
 }
-
-
-def timed(
-    client: httpx.Client, count: int, call: Callable[[httpx.Client], httpx.Response]
-) -> tuple[list[float], float]:
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(count):
-        t0 = time.perf_counter()
-        response = call(client)
-        latencies.append(time.perf_counter() - t0)
-        if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-    return latencies, time.perf_counter() - started
 
 
 def in_process_costs(data_dir: str, interval: float) -> tuple[float, float, float]:
@@ -126,22 +111,11 @@ def main() -> int:
                 )
                 for name, s in servers.items()
             }
-            workloads: dict[str, tuple[int, Callable[[httpx.Client], httpx.Response]]] = {
+            workloads: dict[str, tuple[int, Call]] = {
                 "chat (8 tokens)": (args.chat, lambda c: c.post("/v1/chat/completions", json=CHAT)),
                 "GET /v1/models": (args.light, lambda c: c.get("/v1/models")),
             }
-            for name in servers:  # warm-up
-                for count, call in workloads.values():
-                    timed(clients[name], min(count, 5), call)
-            latencies: dict[tuple[str, str], list[float]] = {(w, s): [] for w in workloads for s in servers}
-            elapsed = {(w, s): 0.0 for w in workloads for s in servers}
-            for round_index in range(args.rounds):
-                order = ["on", "off"] if round_index % 2 == 0 else ["off", "on"]
-                for workload, (count, call) in workloads.items():
-                    for name in order:
-                        values, seconds = timed(clients[name], count, call)
-                        latencies[workload, name] += values
-                        elapsed[workload, name] += seconds
+            result = alternate(clients, workloads, args.rounds)
             scrape, _ = timed(clients["on"], args.scrapes, lambda c: c.get("/metrics"))
             size = len(clients["on"].get("/metrics").content)
             for client in clients.values():
@@ -149,18 +123,8 @@ def main() -> int:
 
     title = "A/A run, monitoring off on both" if args.aa else f"evaluator every {args.interval} s on 'on'"
     print(f"\nMonitoring overhead: {args.rounds} alternating rounds, {title}")
-    print(f"{'workload':<18} {'monitor':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'cost':>8}")
-    for workload in workloads:
-        rates = {}
-        for name in ("off", "on"):
-            values = latencies[workload, name]
-            rates[name] = len(values) / elapsed[workload, name]
-            cost = "" if name == "off" else f"{100 * (1 - rates['on'] / rates['off']):+.2f}%"
-            shown = {"off": "off (1)", "on": "off (2)"}[name] if args.aa else name
-            print(
-                f"{workload:<18} {shown:<8} {1000 * percentile(values, 50):>8.2f} "
-                f"{1000 * percentile(values, 99):>8.2f} {rates[name]:>8.1f} {cost:>8}"
-            )
+    labels = {"off": "off (1)", "on": "off (2)"} if args.aa else {"off": "monitoring off", "on": "monitoring on"}
+    print_ab(result, workloads, "off", "on", labels)
     print(
         f"\n/metrics scrape: p50 {1000 * percentile(scrape, 50):.2f} ms, p99 {1000 * percentile(scrape, 99):.2f} ms, "
         f"{size / 1024:.1f} KiB"

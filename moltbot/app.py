@@ -27,6 +27,7 @@ from moltbot.gateway.clients import parse_networks
 from moltbot.gateway.errors import install_error_handlers
 from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.observe import ObserveMiddleware
+from moltbot.gateway.openapi import install_openapi
 from moltbot.gateway.ratelimit import Limits, RateLimiter
 from moltbot.gateway.routes import admin, chat, completions, embeddings, health, metrics, models
 from moltbot.gateway.serving import OpenAIServing
@@ -39,6 +40,7 @@ from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
 from moltbot.settings import Runtime
 from moltbot.storage.audit import AuditLog
+from moltbot.storage.crypto import Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
 
@@ -51,6 +53,7 @@ class Services:
     runtime: Runtime
     keys: KeyStore
     audit: AuditLog
+    vault: Vault
     models: ModelManager
     metrics: Metrics
     monitor: Monitor | None
@@ -79,12 +82,14 @@ def worker_factory(runtime: Runtime) -> WorkerFactory:
 
 
 def build_services(runtime: Runtime) -> Services:
-    """Everything the server runs; raises RulesError for an alert rules file that cannot be used."""
+    """Everything the server runs; raises RulesError for an alert rules file that cannot be used and
+    CryptoError for a key-encryption key that cannot be."""
     settings = runtime.settings
     rules = load_rules(settings.alert_rules) if settings.monitor else []
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     database = open_database(settings.database_path)
     keys = KeyStore(database, cache_ttl_s=AUTH_CACHE_TTL_S)
+    vault = Vault(database, settings.kek_path)
     models = ModelManager(worker_factory(runtime))
     sampler = ResourceSampler(settings.data_dir)
     metrics = Metrics(models, sampler)
@@ -105,7 +110,7 @@ def build_services(runtime: Runtime) -> Services:
             base_labels=labels,
         )
         metrics.add_collector(AlertCollector(monitor.active))
-    return Services(runtime, keys, AuditLog(database), models, metrics, monitor)
+    return Services(runtime, keys, AuditLog(database), vault, models, metrics, monitor)
 
 
 def ensure_admin_key(services: Services) -> str | None:
@@ -167,6 +172,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.monitor = services.monitor
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
     install_error_handlers(app)
+    install_openapi(app)
     modules = (health, models, chat, completions, embeddings, metrics, admin)
     for module in modules:
         app.include_router(module.router)

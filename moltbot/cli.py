@@ -27,8 +27,10 @@ from moltbot.monitor.rules import RulesError, load_rules
 from moltbot.resources import detect
 from moltbot.settings import Runtime, Settings, resolve
 from moltbot.storage.audit import AuditLog
+from moltbot.storage.crypto import CryptoError, Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import DEFAULT_SCOPES, KeyStore, UnknownScopeError, parse_scopes
+from moltbot.storage.schema import ENCRYPTED_COLUMNS
 
 log = logging.getLogger("moltbot")
 
@@ -77,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("offline mode: outbound connections only to loopback and %s", ", ".join(allowed) or "nothing else")
     try:
         services = build_services(runtime)
-    except RulesError as exc:
+    except (RulesError, CryptoError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     token = ensure_admin_key(services)
@@ -307,6 +309,37 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_keys_rotate_kek(_: argparse.Namespace) -> int:
+    settings = Settings()
+    _store, audit = _keys()
+    try:
+        vault = Vault(open_database(settings.database_path), settings.kek_path)
+        old = vault.kek_id
+        new = vault.rotate_kek()
+    except CryptoError as exc:
+        print(str(exc), file=sys.stderr)  # noqa: T201
+        return 1
+    audit.record(_cli_actor(), "kek.rotate", settings.kek_path.name, old_kek=old, new_kek=new)
+    print(f"key-encryption key rotated ({old} -> {new}); data keys re-wrapped, no data re-encrypted")  # noqa: T201
+    print("a running server reads the new key at its next start; it keeps working meanwhile")  # noqa: T201
+    return 0
+
+
+def cmd_keys_rotate_data_key(_: argparse.Namespace) -> int:
+    settings = Settings()
+    _store, audit = _keys()
+    try:
+        vault = Vault(open_database(settings.database_path), settings.kek_path)
+        key_id = vault.new_data_key()
+        count = sum(vault.reencrypt(table, id_column, columns) for table, id_column, columns in ENCRYPTED_COLUMNS)
+    except CryptoError as exc:
+        print(str(exc), file=sys.stderr)  # noqa: T201
+        return 1
+    audit.record(_cli_actor(), "data_key.rotate", key_id, reencrypted=count)
+    print(f"new data key {key_id}; {count} stored values re-encrypted (run again to resume if interrupted)")  # noqa: T201
+    return 0
+
+
 # -- alerts --------------------------------------------------------------------------------------
 
 
@@ -433,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_keys_revoke)
+    keys.add_parser("rotate-kek", help="new key-encryption key; re-wraps the data keys").set_defaults(
+        func=cmd_keys_rotate_kek
+    )
+    keys.add_parser("rotate-data-key", help="new data key; re-encrypts stored data under it").set_defaults(
+        func=cmd_keys_rotate_data_key
+    )
 
     alerts = sub.add_parser("alerts", help="active alerts of a running server, or check a rules file")
     alerts.add_argument("--url", default="https://127.0.0.1:8080/v1")

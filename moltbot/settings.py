@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None  # with tls_key_file: the operator's certificate instead of the local CA's
     tls_key_file: Path | None = None
     tls_names: list[str] = Field(default_factory=list, max_length=64)  # more names for the local certificate
+    # Encryption at rest: the key-encryption key's file (created 0600 on first start).
+    kek_file: Path | None = None  # default: <data_dir>/secrets/kek; put it outside the data dir if you wish
     # Strict offline mode: outbound connections only to loopback, the webhooks' hosts and these hosts/networks.
     offline: bool = True
     offline_allow: list[str] = Field(default_factory=list, max_length=256)
@@ -179,6 +181,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def kek_path(self) -> Path:
+        return self.kek_file or self.data_dir / "secrets" / "kek"
 
     @property
     def database_path(self) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -29,3 +29,18 @@ audit_log = Table(
     Column("target", String(200), nullable=False),
     Column("details", Text, nullable=False),  # JSON; never a secret or user content
 )
+
+# Data keys, wrapped by the key-encryption key (storage/crypto.py); never stored in the clear.
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("kek_id", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("active", Boolean, nullable=False),
+)
+
+# Columns holding AES-256-GCM ciphertexts (storage/crypto.py): (table, id column, columns). A data-key
+# rotation re-encrypts each. User-owned content lands here as the modules that store it arrive.
+ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = []
