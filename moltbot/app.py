@@ -87,7 +87,7 @@ def build_services(runtime: Runtime) -> Services:
     settings = runtime.settings
     rules = load_rules(settings.alert_rules) if settings.monitor else []
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    database = open_database(settings.database_path)
+    database = open_database(settings.database_path, settings.database_url)
     keys = KeyStore(database, cache_ttl_s=AUTH_CACHE_TTL_S)
     vault = Vault(database, settings.kek_path)
     models = ModelManager(worker_factory(runtime))

@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
+from sqlalchemy.engine import make_url
 
 from moltbot import __version__, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
@@ -75,6 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("effective settings: %s", json.dumps(runtime.describe(), sort_keys=True))
     if settings.offline:
         allowed = [*settings.offline_allow, *offline.hosts_of(settings.alert_webhooks), settings.host]
+        if settings.database_url and (database_host := make_url(settings.database_url).host):
+            allowed.append(database_host)
         offline.install(allowed)
         log.info("offline mode: outbound connections only to loopback and %s", ", ".join(allowed) or "nothing else")
     try:
@@ -262,7 +265,7 @@ def cmd_models_list(_: argparse.Namespace) -> int:
 def _keys() -> tuple[KeyStore, AuditLog]:
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    database = open_database(settings.database_path)
+    database = open_database(settings.database_path, settings.database_url)
     return KeyStore(database), AuditLog(database)
 
 
@@ -313,7 +316,7 @@ def cmd_keys_rotate_kek(_: argparse.Namespace) -> int:
     settings = Settings()
     _store, audit = _keys()
     try:
-        vault = Vault(open_database(settings.database_path), settings.kek_path)
+        vault = Vault(open_database(settings.database_path, settings.database_url), settings.kek_path)
         old = vault.kek_id
         new = vault.rotate_kek()
     except CryptoError as exc:
@@ -329,7 +332,7 @@ def cmd_keys_rotate_data_key(_: argparse.Namespace) -> int:
     settings = Settings()
     _store, audit = _keys()
     try:
-        vault = Vault(open_database(settings.database_path), settings.kek_path)
+        vault = Vault(open_database(settings.database_path, settings.database_url), settings.kek_path)
         key_id = vault.new_data_key()
         count = sum(vault.reencrypt(table, id_column, columns) for table, id_column, columns in ENCRYPTED_COLUMNS)
     except CryptoError as exc:

@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from moltbot.resources import Resources
 
@@ -88,6 +90,8 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None  # with tls_key_file: the operator's certificate instead of the local CA's
     tls_key_file: Path | None = None
     tls_names: list[str] = Field(default_factory=list, max_length=64)  # more names for the local certificate
+    # PostgreSQL (postgresql+psycopg://user:password@host/db) instead of SQLite in the data directory.
+    database_url: str | None = None
     # Encryption at rest: the key-encryption key's file (created 0600 on first start).
     kek_file: Path | None = None  # default: <data_dir>/secrets/kek; put it outside the data dir if you wish
     # Strict offline mode: outbound connections only to loopback, the webhooks' hosts and these hosts/networks.
@@ -139,6 +143,21 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{value!r} is not an IP address or network") from None
         return values
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError("database_url is not a database URL") from None
+        if parsed.get_backend_name() not in {"postgresql", "sqlite"}:
+            raise ValueError("database_url must name PostgreSQL (postgresql+psycopg://…) or SQLite")
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.render_as_string(hide_password=False)
 
     @field_validator("alert_webhooks")
     @classmethod
@@ -210,6 +229,8 @@ class Runtime:
         """The effective settings, safe to log: webhook URLs (which may carry a token) show only their host."""
         values = self.settings.model_dump(mode="json")
         values["alert_webhooks"] = [_redacted(url) for url in self.settings.alert_webhooks]
+        if self.settings.database_url:
+            values["database_url"] = make_url(self.settings.database_url).render_as_string(hide_password=True)
         values.update(
             profile=self.profile.name.value,
             threads=self.threads,

@@ -1,13 +1,17 @@
-"""The database engine: SQLite in the data directory by default (WAL, full sync, foreign keys)."""
+"""The database engine: SQLite in the data directory by default (WAL, synchronous=FULL, busy timeout,
+foreign keys), PostgreSQL (psycopg 3) when a URL names one. Alembic migrations run at open."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
 
-from moltbot.storage.schema import metadata
+HEAD = "head"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -17,18 +21,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_database(path: Path) -> Engine:
-    """Open (creating if needed) the SQLite database at `path` with its tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", future=True)
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("moltbot.storage") / "migrations"))
+    return config
+
+
+def migrate(engine: Engine, revision: str = HEAD) -> None:
+    """Bring the schema to `revision` (upgrade), in one transaction per migration."""
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def create_database_engine(url: str | None, sqlite_path: Path) -> Engine:
+    """An engine for `url` (PostgreSQL: `postgresql+psycopg://…`), or SQLite at `sqlite_path`."""
+    if url:
+        return create_engine(url, pool_pre_ping=True, future=True)
+    sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{sqlite_path}", future=True)
     event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        for verb in ("UPDATE", "DELETE"):
-            conn.execute(
-                text(
-                    f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
-                    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
-                )
-            )
+    return engine
+
+
+def open_database(path: Path, url: str | None = None) -> Engine:
+    """Open (creating if needed) the database and migrate it to the latest schema."""
+    engine = create_database_engine(url, path)
+    migrate(engine)
     return engine

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -41,6 +53,37 @@ data_keys = Table(
     Column("active", Boolean, nullable=False),
 )
 
+# Conversations. Every user-owned value is an AES-256-GCM ciphertext (LargeBinary), bound to its row.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),  # the owner
+    Column("model", String(200), nullable=False),
+    Column("title", LargeBinary, nullable=True),
+    Column("meta", LargeBinary, nullable=True),  # JSON
+    Column("system_prompt", LargeBinary, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_sessions_owner_created", "key_id", "created_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("session_id", String(40), ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # complete | interrupted
+    Column("created_at", Float, nullable=False),
+    Index("ix_messages_session_seq", "session_id", "seq", unique=True),
+)
+
 # Columns holding AES-256-GCM ciphertexts (storage/crypto.py): (table, id column, columns). A data-key
-# rotation re-encrypts each. User-owned content lands here as the modules that store it arrive.
-ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = []
+# rotation re-encrypts each.
+ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
+    (sessions, "id", ("title", "meta", "system_prompt")),
+    (messages, "id", ("content",)),
+]

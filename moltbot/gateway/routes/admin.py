@@ -91,7 +91,7 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
 async def audit_entries(
     request: Request,
     limit: int = Query(default=100, ge=1, le=1000),
-    before: int | None = Query(default=None, ge=1),
+    before: int | None = Query(default=None, ge=1, le=(1 << 63) - 1),
 ) -> dict[str, Any]:
     audit: AuditLog = request.app.state.audit
     entries = await asyncio.to_thread(audit.list, limit, before)
