@@ -29,7 +29,7 @@ from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.observe import ObserveMiddleware
 from moltbot.gateway.openapi import install_openapi
 from moltbot.gateway.ratelimit import Limits, RateLimiter
-from moltbot.gateway.routes import admin, chat, completions, embeddings, health, metrics, models
+from moltbot.gateway.routes import admin, chat, completions, embeddings, health, metrics, models, sessions
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager, WorkerFactory
 from moltbot.models.store import ModelFormat, ModelSource, discover, install_bundled
@@ -43,6 +43,7 @@ from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
+from moltbot.storage.sessions import SessionRepository
 
 log = logging.getLogger(__name__)
 AUTH_CACHE_TTL_S = 1.0
@@ -54,6 +55,7 @@ class Services:
     keys: KeyStore
     audit: AuditLog
     vault: Vault
+    sessions: SessionRepository
     models: ModelManager
     metrics: Metrics
     monitor: Monitor | None
@@ -110,7 +112,8 @@ def build_services(runtime: Runtime) -> Services:
             base_labels=labels,
         )
         metrics.add_collector(AlertCollector(monitor.active))
-    return Services(runtime, keys, AuditLog(database), vault, models, metrics, monitor)
+    session_store = SessionRepository(database, vault)
+    return Services(runtime, keys, AuditLog(database), vault, session_store, models, metrics, monitor)
 
 
 def ensure_admin_key(services: Services) -> str | None:
@@ -168,12 +171,14 @@ def create_app(services: Services) -> FastAPI:
     app.state.models = services.models
     app.state.keys = services.keys
     app.state.audit = services.audit
+    app.state.sessions = services.sessions
+    app.state.settings = services.runtime.settings
     app.state.registry = services.metrics.registry
     app.state.monitor = services.monitor
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
     install_error_handlers(app)
     install_openapi(app)
-    modules = (health, models, chat, completions, embeddings, metrics, admin)
+    modules = (health, models, chat, completions, embeddings, metrics, admin, sessions)
     for module in modules:
         app.include_router(module.router)
     # FastAPI keeps included routers as opaque entries: match against the routers' own routes.

@@ -38,6 +38,11 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/admin/keys": KeyScope.ADMIN,
     "/v1/admin/keys/{key_id}": KeyScope.ADMIN,
     "/v1/admin/audit": KeyScope.ADMIN,
+    "/v1/sessions": KeyScope.SESSIONS,
+    "/v1/sessions/import": KeyScope.SESSIONS,
+    "/v1/sessions/{session_id}": KeyScope.SESSIONS,
+    "/v1/sessions/{session_id}/export": KeyScope.SESSIONS,
+    "/v1/sessions/{session_id}/messages": KeyScope.SESSIONS,
 }
 
 
@@ -138,12 +143,16 @@ def charge_tokens(state: dict[str, Any], tokens: int) -> None:
 
 
 def route_template(routes: Sequence[Route], scope: Scope) -> str | None:
-    """The path template of the route the request matches (by path; a wrong method still matches)."""
+    """The path template of the route the request matches: a full match (path and method) first, else
+    the first route whose path matches (a wrong method still names the route)."""
+    partial = None
     for route in routes:
         match, _ = route.matches(scope)
-        if match is not Match.NONE:
+        if match is Match.FULL:
             return route.path
-    return None
+        if match is Match.PARTIAL and partial is None:
+            partial = route.path
+    return partial
 
 
 def check_declared(routes: list[Route]) -> None:

@@ -20,6 +20,7 @@ from moltbot.engine.errors import (
     UnsupportedOperationError,
 )
 from moltbot.models.manager import ModelNotFoundError
+from moltbot.storage.sessions import StorageBusyError, StorageFullError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,27 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(APIError(400, text, param=param, code="invalid_value"))
 
 
+async def _on_storage_full(_: Request, exc: Exception) -> JSONResponse:
+    log.error("a write failed: %s", exc)
+    return error_response(
+        APIError(
+            507, "the server's storage is full; nothing was written", type="server_error", code="insufficient_storage"
+        )
+    )
+
+
+async def _on_storage_busy(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        APIError(
+            503,
+            "the database is busy; retry",
+            type="server_overloaded",
+            code="storage_busy",
+            headers={"Retry-After": "1"},
+        )
+    )
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(APIError(500, "internal server error", type="server_error"))
@@ -125,4 +147,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _on_engine_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StorageFullError, _on_storage_full)
+    app.add_exception_handler(StorageBusyError, _on_storage_busy)
     app.add_exception_handler(Exception, _on_unexpected)

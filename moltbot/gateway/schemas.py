@@ -150,3 +150,50 @@ class KeyCreateRequest(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[str] = Field(min_length=1, max_length=16)
     expires_in_days: float | None = Field(default=None, gt=0, le=36_500)
+
+
+_MAX_TEXT = 100_000  # characters of a system prompt or a message
+
+
+class SessionCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=200)
+    system_prompt: str | None = Field(default=None, max_length=_MAX_TEXT)
+    title: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, Any] | None = None
+
+
+class SessionUpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, Any] | None = None
+
+
+class SessionMessageRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    content: str = Field(min_length=1, max_length=_MAX_TEXT)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+
+class ExportedMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=_MAX_TEXT)
+    status: Literal["complete", "interrupted"] = "complete"
+    created_at: float | None = Field(default=None, ge=0, le=1e11)
+
+
+class SessionImportRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    title: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, Any] | None = None
+    system_prompt: str | None = Field(default=None, max_length=_MAX_TEXT)
+    messages: list[ExportedMessage] = Field(default_factory=list, max_length=10_000)

@@ -22,7 +22,7 @@ from moltbot.resources import detect
 from moltbot.settings import Settings, resolve
 from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, log_records, running_server
 
-PARAMS = {"model_id": CHAT_MODEL, "key_id": "0123456789ab"}
+PARAMS = {"model_id": CHAT_MODEL, "key_id": "0123456789ab", "session_id": "sess_" + "0" * 24}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def raw_request(server: Server, method: str, path: str, headers: dict[str, str] 
 def test_every_route_denies_without_a_key_and_without_its_scope(guarded: Server, tmp_path: Path) -> None:
     routes = app_routes(tmp_path)
     assert {r.path for r in routes} >= set(ROUTE_SCOPES) | PUBLIC_PATHS
-    unrelated = create_key(guarded.data_dir, "sessions", name="no-such-route-scope")
+    unrelated = create_key(guarded.data_dir, "models:write", name="no-such-route-scope")
     time.sleep(1.2)
     checked = 0
     with guarded.client(unrelated) as with_key, httpx.Client(base_url=guarded.url, verify=guarded.verify) as no_key:

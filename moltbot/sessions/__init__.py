@@ -1,0 +1,1 @@
+"""Conversations kept by the server: history, context assembly and truncation."""
