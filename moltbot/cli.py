@@ -1,4 +1,4 @@
-"""The `moltbot` command: serve, chat, models, keys, alerts, ca, doctor."""
+"""The `moltbot` command: serve, chat, models, keys, sessions, alerts, ca, doctor."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
 from moltbot.resources import detect
+from moltbot.sessions.export import export_document
 from moltbot.settings import Runtime, Settings, resolve
 from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import CryptoError, Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import DEFAULT_SCOPES, KeyStore, UnknownScopeError, parse_scopes
 from moltbot.storage.schema import ENCRYPTED_COLUMNS
+from moltbot.storage.sessions import ANY_OWNER, SessionRepository
 
 log = logging.getLogger("moltbot")
 
@@ -312,6 +314,56 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 1
 
 
+def _session_store() -> SessionRepository:
+    settings = Settings()
+    database = open_database(settings.database_path, settings.database_url)
+    return SessionRepository(database, Vault(database, settings.kek_path))
+
+
+def cmd_sessions_list(args: argparse.Namespace) -> int:
+    found = _session_store().list(args.key_id or ANY_OWNER, args.limit)
+    rows: list[list[object]] = [["ID", "KEY", "MODEL", "MESSAGES", "UPDATED", "TITLE"]]
+    for s in found:
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated_at))
+        rows.append([s.id, s.key_id, s.model, s.message_count, updated, (s.title or "")[:40]])
+    print(_table(rows) if found else "no sessions")  # noqa: T201
+    return 0
+
+
+def cmd_sessions_show(args: argparse.Namespace) -> int:
+    session = _session_store().get(ANY_OWNER, args.id, with_messages=True)
+    if session is None:
+        print(f"no session {args.id}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"{session.id}  model {session.model}  key {session.key_id}  title {session.title or '-'}")  # noqa: T201
+    if session.system_prompt:
+        print(f"[system] {session.system_prompt}")  # noqa: T201
+    for message in session.messages:
+        marker = " (interrupted)" if message.status == "interrupted" else ""
+        print(f"[{message.role}{marker}] {message.content}")  # noqa: T201
+    return 0
+
+
+def cmd_sessions_export(args: argparse.Namespace) -> int:
+    session = _session_store().get(ANY_OWNER, args.id, with_messages=True)
+    if session is None:
+        print(f"no session {args.id}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(json.dumps(export_document(session), indent=2, ensure_ascii=False))  # noqa: T201
+    return 0
+
+
+def cmd_sessions_rm(args: argparse.Namespace) -> int:
+    store = _session_store()
+    if not store.delete(ANY_OWNER, args.id):
+        print(f"no session {args.id}", file=sys.stderr)  # noqa: T201
+        return 1
+    _, audit = _keys()
+    audit.record(_cli_actor(), "session.delete", args.id)
+    print(f"deleted session {args.id}")  # noqa: T201
+    return 0
+
+
 def cmd_keys_rotate_kek(_: argparse.Namespace) -> int:
     settings = Settings()
     _store, audit = _keys()
@@ -475,6 +527,22 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("rotate-data-key", help="new data key; re-encrypts stored data under it").set_defaults(
         func=cmd_keys_rotate_data_key
     )
+
+    sessions = sub.add_parser("sessions", help="stored conversations (read from the database)").add_subparsers(
+        dest="action", required=True
+    )
+    listing = sessions.add_parser("list", help="sessions, newest first")
+    listing.add_argument("--key-id", help="only this API key's sessions")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=cmd_sessions_list)
+    for name, func, text in (
+        ("show", cmd_sessions_show, "a session and its messages"),
+        ("export", cmd_sessions_export, "a session as JSON (the API's export format)"),
+        ("rm", cmd_sessions_rm, "delete a session and its messages"),
+    ):
+        command = sessions.add_parser(name, help=text)
+        command.add_argument("id")
+        command.set_defaults(func=func)
 
     alerts = sub.add_parser("alerts", help="active alerts of a running server, or check a rules file")
     alerts.add_argument("--url", default="https://127.0.0.1:8080/v1")

@@ -172,7 +172,9 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def spawn_server(data_dir: Path, env: dict[str, str] | None = None, ca: Path | None = None) -> Server:
+def spawn_server(
+    data_dir: Path, env: dict[str, str] | None = None, ca: Path | None = None, log_dir: Path | None = None
+) -> Server:
     """Start `moltbot serve` on a random loopback port; returns at once."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -186,7 +188,8 @@ def spawn_server(data_dir: Path, env: dict[str, str] | None = None, ca: Path | N
         "MOLTBOT_AUTH_FAILURES_PER_MINUTE": "100000",
         **(env or {}),
     }
-    stdout_path, stderr_path = data_dir / "server.out", data_dir / "server.err"
+    logs = log_dir or data_dir
+    stdout_path, stderr_path = logs / "server.out", logs / "server.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "moltbot", "serve"], env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
@@ -197,9 +200,14 @@ def spawn_server(data_dir: Path, env: dict[str, str] | None = None, ca: Path | N
 
 @contextmanager
 def running_server(
-    data_dir: Path, env: dict[str, str] | None = None, *, ready: bool = True, ca: Path | None = None
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    ready: bool = True,
+    ca: Path | None = None,
+    log_dir: Path | None = None,
 ) -> Iterator[Server]:
-    server = spawn_server(data_dir, env, ca)
+    server = spawn_server(data_dir, env, ca, log_dir)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         server.wait_until("/healthz", 200, deadline)

@@ -74,6 +74,14 @@ class Session:
 
 
 UNSET: Any = object()
+ANY_OWNER: Any = None  # operators (the CLI) pass this for the owner: every key's sessions
+
+
+def _owned(session_id: str, key_id: str | None) -> list[Any]:
+    conditions = [sessions.c.id == session_id]
+    if key_id is not None:
+        conditions.append(sessions.c.key_id == key_id)
+    return conditions
 
 
 class SessionRepository:
@@ -136,9 +144,9 @@ class SessionRepository:
             )
         return Session(session_id, key_id, model, title, metadata or {}, system_prompt, now, now)
 
-    def get(self, key_id: str, session_id: str, *, with_messages: bool = False) -> Session | None:
+    def get(self, key_id: str | None, session_id: str, *, with_messages: bool = False) -> Session | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(sessions).where(sessions.c.id == session_id, sessions.c.key_id == key_id)).first()
+            row = conn.execute(select(sessions).where(*_owned(session_id, key_id))).first()
             if row is None:
                 return None
             found: list[Message] = []
@@ -156,16 +164,17 @@ class SessionRepository:
         query = select(func.count()).select_from(messages).where(messages.c.session_id == session_id)
         return int(conn.execute(query).scalar_one())
 
-    def list(self, key_id: str, limit: int, before: tuple[float, str] | None = None) -> list[Session]:
+    def list(self, key_id: str | None, limit: int, before: tuple[float, str] | None = None) -> list[Session]:
         """Newest first; `before` is the (created_at, id) of the last session of the previous page."""
         counts = select(messages.c.session_id, func.count().label("n")).group_by(messages.c.session_id).subquery()
         query = (
             select(sessions, func.coalesce(counts.c.n, 0))
             .outerjoin(counts, counts.c.session_id == sessions.c.id)
-            .where(sessions.c.key_id == key_id)
             .order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
             .limit(limit)
         )
+        if key_id is not None:
+            query = query.where(sessions.c.key_id == key_id)
         if before is not None:
             created, last_id = before
             query = query.where(
@@ -188,11 +197,9 @@ class SessionRepository:
             )
         return self.get(key_id, session_id) if result.rowcount else None
 
-    def delete(self, key_id: str, session_id: str) -> bool:
+    def delete(self, key_id: str | None, session_id: str) -> bool:
         with _writing(self._engine) as conn:
-            owned = conn.execute(
-                select(sessions.c.id).where(sessions.c.id == session_id, sessions.c.key_id == key_id)
-            ).first()
+            owned = conn.execute(select(sessions.c.id).where(*_owned(session_id, key_id))).first()
             if owned is None:
                 return False
             conn.execute(delete(messages).where(messages.c.session_id == session_id))

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, running_server
+from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, run_cli, running_server
 
 CANARY = "canary-93be-session-plaintext"
 
@@ -215,3 +215,17 @@ def test_the_next_turn_reuses_the_conversation_in_the_kv_cache(kept: Server, ali
     assert second.status_code == 200
     gained = reused() - before
     assert gained >= first.json()["usage"]["prompt_tokens"]  # turn 1's prompt was not computed again
+
+
+def test_cli_lists_shows_exports_and_removes(kept: Server, alice: httpx.Client) -> None:
+    sid = new_session(alice, title="from the cli")["id"]
+    alice.post(f"/v1/sessions/{sid}/messages", json={"content": "CLI hello", "max_tokens": 2})
+    listed = run_cli(kept.data_dir, "sessions", "list")
+    assert listed.returncode == 0 and sid in listed.stdout and "from the cli" in listed.stdout
+    shown = run_cli(kept.data_dir, "sessions", "show", str(sid))
+    assert "[user] CLI hello" in shown.stdout
+    exported = json.loads(run_cli(kept.data_dir, "sessions", "export", str(sid)).stdout)
+    assert exported == alice.get(f"/v1/sessions/{sid}/export").json()
+    assert run_cli(kept.data_dir, "sessions", "rm", str(sid)).returncode == 0
+    assert alice.get(f"/v1/sessions/{sid}").status_code == 404
+    assert run_cli(kept.data_dir, "sessions", "rm", str(sid)).returncode == 1

@@ -34,6 +34,7 @@ from moltbot.gateway.schemas import (
 )
 from moltbot.gateway.sse import event_stream, sse
 from moltbot.sessions.context import fit
+from moltbot.sessions.export import export_document
 from moltbot.storage.sessions import Message, Session, SessionRepository
 
 log = logging.getLogger(__name__)
@@ -183,19 +184,7 @@ async def export_session(session_id: str, request: Request) -> dict[str, Any]:
     session = await asyncio.to_thread(_repo(request).get, _owner(request), _checked_id(session_id), with_messages=True)
     if session is None:
         raise _not_found(session_id)
-    return {
-        "object": "session.export",
-        "version": 1,
-        "model": session.model,
-        "title": session.title,
-        "metadata": session.metadata,
-        "system_prompt": session.system_prompt,
-        "created_at": session.created_at,
-        "messages": [
-            {"role": m.role, "content": m.content, "status": m.status, "created_at": m.created_at}
-            for m in session.messages
-        ],
-    }
+    return export_document(session)
 
 
 @router.post("/v1/sessions/import", status_code=201)
