@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from llama_cpp import __version__ as llama_cpp_version
 from prometheus_client import start_http_server
 from starlette.routing import Route
 
@@ -19,6 +20,7 @@ from moltbot.engine.backend import Worker
 from moltbot.engine.batching_worker import BatchingWorker
 from moltbot.engine.bert_backend import BertEmbedder
 from moltbot.engine.errors import ModelLoadError
+from moltbot.engine.kv_disk import DiskKVCache
 from moltbot.engine.llama_model import LlamaModelFile
 from moltbot.engine.runner import RunnerOptions
 from moltbot.engine.worker import ModelWorker, WorkerLimits
@@ -61,7 +63,20 @@ class Services:
     monitor: Monitor | None
 
 
-def worker_factory(runtime: Runtime) -> WorkerFactory:
+class VaultSealer:
+    """KV-state files sealed with the vault's AES-256-GCM, each bound to its file name."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+
+    def seal(self, data: bytes, name: str) -> bytes:
+        return self._vault.encrypt(data, "kv_states", "file", name)
+
+    def open(self, blob: bytes, name: str) -> bytes:
+        return self._vault.decrypt(blob, "kv_states", "file", name)
+
+
+def worker_factory(runtime: Runtime, vault: Vault | None = None) -> WorkerFactory:
     settings = runtime.settings
     limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
     options = RunnerOptions(
@@ -71,8 +86,13 @@ def worker_factory(runtime: Runtime) -> WorkerFactory:
     def build(source: ModelSource) -> Worker:
         if source.format is ModelFormat.GGUF:
             model = LlamaModelFile(source.id, source.path, runtime.context_size, runtime.gpu_layers)
+            disk = None
+            if vault is not None and runtime.kv_disk_bytes > 0 and runtime.kv_cache_bytes > 0:
+                size = source.path.stat().st_size
+                tag = f"{source.id}:{source.version}:{size}:{llama_cpp_version}:{runtime.context_size}"
+                disk = DiskKVCache(settings.kv_dir / source.id, runtime.kv_disk_bytes, tag, VaultSealer(vault))
             try:
-                return BatchingWorker(model, options, limits)
+                return BatchingWorker(model, options, limits, disk)
             except Exception:
                 model.close()
                 raise
@@ -92,7 +112,7 @@ def build_services(runtime: Runtime) -> Services:
     database = open_database(settings.database_path, settings.database_url)
     keys = KeyStore(database, cache_ttl_s=AUTH_CACHE_TTL_S)
     vault = Vault(database, settings.kek_path)
-    models = ModelManager(worker_factory(runtime))
+    models = ModelManager(worker_factory(runtime, vault))
     sampler = ResourceSampler(settings.data_dir)
     metrics = Metrics(models, sampler)
     models.on_load = metrics.model_loaded

@@ -44,12 +44,13 @@ class Profile:
     max_queue: int  # requests waiting beyond those running
     embedding_batch: int
     kv_cache_bytes: int  # host-memory tier for KV states of conversations not in a slot
+    kv_disk_bytes: int  # disk tier (encrypted files in the data directory), also kept across restarts
 
 
 PROFILES: dict[ProfileName, Profile] = {
-    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8, 8, 256 << 20),
-    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 4096, 512, 12, 32, 32, 2 << 30),
-    ProfileName.PRO: Profile(ProfileName.PRO, 8192, 1024, 32, 64, 64, 8 << 30),
+    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8, 8, 256 << 20, 1 << 30),
+    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 4096, 512, 12, 32, 32, 2 << 30, 8 << 30),
+    ProfileName.PRO: Profile(ProfileName.PRO, 8192, 1024, 32, 64, 64, 8 << 30, 32 << 30),
 }
 
 
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     batch_size: int | None = Field(default=None, ge=16, le=8192)
     parallel: int | None = Field(default=None, ge=1, le=256)
     kv_cache_bytes: int | None = Field(default=None, ge=0)
+    kv_disk_bytes: int | None = Field(default=None, ge=0)  # default: the profile's, at most 10% of free disk
     max_queue: int | None = Field(default=None, ge=1, le=10_000)
     gpu_layers: int | None = Field(default=None, ge=-1)
     model_path: Path | None = None
@@ -202,6 +204,10 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def kv_dir(self) -> Path:
+        return self.data_dir / "kv"
+
+    @property
     def kek_path(self) -> Path:
         return self.kek_file or self.data_dir / "secrets" / "kek"
 
@@ -223,6 +229,7 @@ class Runtime:
     parallel: int
     max_queue: int
     kv_cache_bytes: int
+    kv_disk_bytes: int
     gpu_layers: int
 
     def describe(self) -> dict[str, Any]:
@@ -239,6 +246,7 @@ class Runtime:
             parallel=self.parallel,
             max_queue=self.max_queue,
             kv_cache_bytes=self.kv_cache_bytes,
+            kv_disk_bytes=self.kv_disk_bytes,
             gpu_layers=self.gpu_layers,
         )
         return values
@@ -265,6 +273,11 @@ def resolve(settings: Settings, resources: Resources) -> Runtime:
         batch_size=max(settings.batch_size or profile.batch_size, settings.parallel or profile.parallel),
         parallel=settings.parallel or profile.parallel,
         kv_cache_bytes=profile.kv_cache_bytes if settings.kv_cache_bytes is None else settings.kv_cache_bytes,
+        kv_disk_bytes=(
+            min(profile.kv_disk_bytes, resources.disk_free_bytes // 10)
+            if settings.kv_disk_bytes is None
+            else settings.kv_disk_bytes
+        ),
         max_queue=settings.max_queue or profile.max_queue,
         gpu_layers=gpu_layers,
     )

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from moltbot.engine.errors import EngineBusyError, UnsupportedOperationError
 from moltbot.engine.kv_cache import HostKVCache
+from moltbot.engine.kv_disk import DiskKVCache
 from moltbot.engine.llama_model import LlamaModelFile
 from moltbot.engine.llm_engine import END, LLMEngine
 from moltbot.engine.runner import LlamaRunner, RunnerOptions
@@ -23,7 +24,13 @@ from moltbot.engine.worker import WorkerLimits, collect
 class BatchingWorker:
     """Many requests at once on one model: up to `slots` run together, `max_queue` more wait."""
 
-    def __init__(self, model: LlamaModelFile, options: RunnerOptions, limits: WorkerLimits) -> None:
+    def __init__(
+        self,
+        model: LlamaModelFile,
+        options: RunnerOptions,
+        limits: WorkerLimits,
+        disk_cache: DiskKVCache | None = None,
+    ) -> None:
         self._model = model
         self._limits = limits
         self._capacity = options.slots + limits.max_queue
@@ -31,9 +38,18 @@ class BatchingWorker:
         self._lock = threading.Lock()
         runner = LlamaRunner(model, options)
         scheduler = Scheduler(options.slots, options.batch_size)
-        host = HostKVCache(options.host_cache_bytes) if options.host_cache_bytes > 0 else None
+        host = None
+        if options.host_cache_bytes > 0:
+            spill = None if disk_cache is None else (lambda state: disk_cache.put(state.tokens, state.data))
+            host = HostKVCache(options.host_cache_bytes, spill)
         self._engine = LLMEngine(
-            model, runner, scheduler, options.context_per_slot, limits.queue_timeout_s, host_cache=host
+            model,
+            runner,
+            scheduler,
+            options.context_per_slot,
+            limits.queue_timeout_s,
+            host_cache=host,
+            disk_cache=disk_cache if host is not None else None,
         )
         self._runner = runner
 

@@ -8,6 +8,7 @@ into its slot (`llama_state_seq_set_data`) and evaluates only the rest.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from moltbot.engine.scheduler import common_prefix
@@ -26,11 +27,12 @@ class SavedState:
 class HostKVCache:
     """Saved sequence states, least recently used evicted first once over `budget_bytes`."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, spill: Callable[[SavedState], object] | None = None) -> None:
         self.budget_bytes = budget_bytes
         self._entries: OrderedDict[tuple[int, ...], SavedState] = OrderedDict()
         self.bytes = 0
         self.evictions = 0
+        self._spill = spill  # told of each state evicted for room (the disk tier keeps it)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -44,9 +46,15 @@ class HostKVCache:
         self._entries[tokens] = SavedState(tokens, data)
         self.bytes += len(data)
         while self.bytes > self.budget_bytes:
-            self._drop(next(iter(self._entries)))
+            evicted = self._entries[next(iter(self._entries))]
+            self._drop(evicted.tokens)
             self.evictions += 1
+            if self._spill is not None:
+                self._spill(evicted)
         return True
+
+    def states(self) -> list[SavedState]:
+        return list(self._entries.values())
 
     def best(self, prompt: tuple[int, ...], limit: int) -> tuple[SavedState | None, int]:
         """The saved state that `prompt` continues for the most tokens (at most `limit` of them).

@@ -10,6 +10,7 @@ import time
 
 from moltbot.engine.errors import EngineBusyError, EngineError
 from moltbot.engine.kv_cache import HostKVCache
+from moltbot.engine.kv_disk import DiskKVCache
 from moltbot.engine.llama_model import LlamaModelFile
 from moltbot.engine.runner import LlamaRunner
 from moltbot.engine.sampler import Sampler, SamplerConfig
@@ -58,9 +59,11 @@ class LLMEngine:
         queue_timeout_s: float,
         *,
         host_cache: HostKVCache | None = None,
+        disk_cache: DiskKVCache | None = None,
     ) -> None:
         self._model = model
         self._host = host_cache
+        self._disk = disk_cache
         self._runner = runner
         self._scheduler = scheduler
         self._context_per_slot = context_per_slot
@@ -91,6 +94,23 @@ class LLMEngine:
                     log.exception("engine step failed")
         for seq in [*self._scheduler.running, *self._scheduler.waiting]:
             self._fail(seq, EngineError("the server is shutting down"))
+        self._persist()
+
+    def _persist(self) -> None:
+        """At shutdown: the slots' and the host tier's states go to the disk tier, for after a restart."""
+        disk = self._disk
+        if disk is None:
+            return
+        try:
+            for slot in self._scheduler.slots:
+                if len(slot.tokens) >= MIN_REUSE:
+                    disk.put(tuple(slot.tokens), self._runner.save(slot.index))
+            for state in self._host.states() if self._host is not None else []:
+                disk.put(state.tokens, state.data)
+        except Exception:  # shutting down: a cache that is not saved is only recomputed later
+            log.exception("saving KV states to disk failed")
+        self.stats.disk_cache_bytes = disk.bytes
+        self.stats.disk_cache_entries = len(disk)
 
     def _drain_inbox(self, block: bool) -> None:
         try:
@@ -173,13 +193,26 @@ class LLMEngine:
         assert host is not None  # noqa: S101 - only called with a host cache
         if len(seq.evicted) - seq.reused >= MIN_REUSE and host.put(seq.evicted, self._runner.save(seq.slot)):
             self.stats.host_cache_saves_total += 1
-        state, shared = host.best(seq.prompt.tokens, len(seq.prompt.tokens) - 1)
-        if state is not None and shared >= seq.reused + MIN_REUSE and self._runner.restore(seq.slot, state.data):
+        limit = len(seq.prompt.tokens) - 1
+        state, shared = host.best(seq.prompt.tokens, limit)
+        disk = self._disk
+        on_disk, disk_shared = disk.best(seq.prompt.tokens, limit) if disk is not None else (None, 0)
+        if disk is not None and on_disk is not None and disk_shared > shared and disk_shared >= seq.reused + MIN_REUSE:
+            data = disk.load(on_disk)
+            if data is not None and self._runner.restore(seq.slot, data):
+                seq.n_cached = seq.reused = disk_shared
+                self.stats.disk_cache_restores_total += 1
+            elif data is not None:
+                disk.forget(on_disk)  # llama.cpp refused it (another build's format): recompute
+        elif state is not None and shared >= seq.reused + MIN_REUSE and self._runner.restore(seq.slot, state.data):
             host.take(state)
             seq.n_cached = seq.reused = shared
             self.stats.host_cache_restores_total += 1
         self.stats.host_cache_bytes = host.bytes
         self.stats.host_cache_entries = len(host)
+        if disk is not None:
+            self.stats.disk_cache_bytes = disk.bytes
+            self.stats.disk_cache_entries = len(disk)
 
     def _sample(self, seq: Sequence, row: int, now: float) -> None:
         if seq.status is not SequenceStatus.RUNNING:

@@ -57,6 +57,9 @@ class EngineStats:
     host_cache_entries: int = 0
     host_cache_saves_total: int = 0
     host_cache_restores_total: int = 0
+    disk_cache_bytes: int = 0
+    disk_cache_entries: int = 0
+    disk_cache_restores_total: int = 0
     finished_total: int = 0
     cancelled_total: int = 0
     # From a request's arrival at the engine to its first sampled token, and between sampled tokens.

@@ -26,6 +26,9 @@ _HELP = {
     "host_cache_entries": "KV states kept in host memory.",
     "host_cache_saves_total": "KV states copied from a slot to host memory.",
     "host_cache_restores_total": "KV states copied back from host memory into a slot.",
+    "disk_cache_bytes": "Bytes of KV states kept on disk (encrypted).",
+    "disk_cache_entries": "KV states kept on disk.",
+    "disk_cache_restores_total": "KV states loaded from disk into a slot.",
     "cancelled_total": "Sequences ended because the client left.",
 }
 _NAMES = {
@@ -43,6 +46,9 @@ _NAMES = {
     "host_cache_entries": "moltbot_engine_host_cache_entries",
     "host_cache_saves_total": "moltbot_engine_host_cache_saves",
     "host_cache_restores_total": "moltbot_engine_host_cache_restores",
+    "disk_cache_bytes": "moltbot_engine_disk_cache_bytes",
+    "disk_cache_entries": "moltbot_engine_disk_cache_entries",
+    "disk_cache_restores_total": "moltbot_engine_disk_cache_restores",
     "cancelled_total": "moltbot_engine_sequences_cancelled",
 }
 
