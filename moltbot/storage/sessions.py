@@ -225,8 +225,11 @@ class SessionRepository:
         for attempt in range(_SEQ_RETRIES):
             try:
                 with _writing(self._engine) as conn:
+                    # The session's row lock orders concurrent appends (PostgreSQL; SQLite has one writer).
                     owned = conn.execute(
-                        select(sessions.c.id).where(sessions.c.id == session_id, sessions.c.key_id == key_id)
+                        select(sessions.c.id)
+                        .where(sessions.c.id == session_id, sessions.c.key_id == key_id)
+                        .with_for_update()
                     ).first()
                     if owned is None:
                         return None
