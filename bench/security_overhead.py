@@ -2,10 +2,11 @@
 
 Two Moltbot servers on the same GGUF: one with TLS (the default), one with MOLTBOT_TLS=off (loopback),
 rate limits off on both. Rounds alternate between them. Workloads: a small chat request (8 tokens),
-GET /v1/models on a kept-alive connection, and GET /v1/models on a new connection each time (a TLS
-handshake per request). Then, in this process, the cost of encryption at rest: sealing and opening a
-1 KiB message, and a durable SQLite write (synchronous=FULL, as acknowledged writes are) of a 1 KiB
-value in the clear vs encrypted.
+GET /v1/models on a kept-alive connection, a session write (POST /v1/sessions: an encrypted,
+durable SQLite write), and GET /v1/models on a new connection each time (a TLS handshake per
+request). Then, in this process, the cost of encryption at rest: sealing and opening a 1 KiB message,
+and a durable SQLite write (synchronous=FULL, as acknowledged writes are) of a 1 KiB value in the clear
+vs encrypted.
 
     .venv/bin/python bench/security_overhead.py [--rounds 20] [--chat 10] [--light 100]
 """
@@ -31,6 +32,7 @@ CHAT = {
     "max_tokens": 8,
     "temperature": 0,
 }
+SESSION = {"model": BUNDLED_CHAT_MODEL, "title": "a durable, encrypted write", "system_prompt": "Be brief."}
 MESSAGE = ("The quick brown fox jumps over the lazy dog. " * 23)[:1024]
 
 
@@ -76,7 +78,9 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = {name: prepare_data_dir(os.path.join(tmp, name), "chat,models:read") for name in ("tls", "plain")}
+        prepared = {
+            name: prepare_data_dir(os.path.join(tmp, name), "chat,models:read,sessions") for name in ("tls", "plain")
+        }
         common = {
             "MOLTBOT_THREADS": str(args.threads),
             "MOLTBOT_PROFILE": "minimal",
@@ -101,6 +105,7 @@ def main() -> int:
             workloads: dict[str, tuple[int, Call]] = {
                 "chat (8 tokens)": (args.chat, lambda c: c.post("/v1/chat/completions", json=CHAT)),
                 "GET /v1/models": (args.light, lambda c: c.get("/v1/models")),
+                "session write": (args.light // 2, lambda c: c.post("/v1/sessions", json=SESSION)),
                 "new connection each": (
                     args.light // 2,
                     lambda c: c.get("/v1/models", headers={"Connection": "close"}),

@@ -189,6 +189,18 @@ class Vault:
         if self._active is None:
             self.new_data_key()
 
+    def _reload(self, key_id: str) -> DataKey | None:
+        """A data key made by another process since this one started (`moltbot keys rotate-data-key`
+        while the server runs, perhaps after `rotate-kek`): read the KEK file and the data keys again."""
+        with self._lock:
+            try:
+                self._kek = self._load_kek()
+                self._load_data_keys()
+            except CryptoError:
+                log.exception("reloading the data keys failed")
+                return None
+            return self._keys.get(key_id)
+
     def new_data_key(self) -> str:
         """Make a new data key the active one (older ones stay, to decrypt what they encrypted)."""
         with self._lock:
@@ -226,7 +238,8 @@ class Vault:
         where = f"{table}.{column} of row {row}"
         if len(blob) < _HEADER + 16 or blob[0] != _VERSION:
             raise DecryptionError(f"stored data in {where} is not a Moltbot ciphertext")
-        key = self._keys.get(blob[1 : 1 + _KEY_ID_BYTES].hex())
+        key_id = blob[1 : 1 + _KEY_ID_BYTES].hex()
+        key = self._keys.get(key_id) or self._reload(key_id)
         if key is None:
             raise DecryptionError(f"stored data in {where} names an unknown data key")
         nonce = blob[1 + _KEY_ID_BYTES : _HEADER]

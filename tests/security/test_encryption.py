@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import run_cli, running_server
+from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, run_cli, running_server
 
 NO_MODELS = {"MOLTBOT_BUNDLED_MODELS": "false"}
 
@@ -35,3 +37,18 @@ def test_kek_made_on_start_rotated_by_the_cli_and_required_afterwards(tmp_path: 
     kek.unlink()
     refused = run_cli(data, "serve", env=NO_MODELS, timeout=60)
     assert refused.returncode == 2 and "key-encryption key" in refused.stderr and "missing" in refused.stderr
+
+
+def test_rotations_while_the_server_runs(make_data_dir: Callable[..., Path]) -> None:
+    data = make_data_dir("rotating")
+    with running_server(data, {"MOLTBOT_MONITOR": "false"}) as server:
+        server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        with server.client() as client:
+            sid = client.post("/v1/sessions", json={"model": CHAT_MODEL, "title": "before"}).json()["id"]
+            assert run_cli(data, "keys", "rotate-kek").returncode == 0
+            rotated = run_cli(data, "keys", "rotate-data-key")
+            assert rotated.returncode == 0 and "1 stored values re-encrypted" in rotated.stdout
+            # The server reads a value re-encrypted under a data key it has not seen, wrapped by a new KEK.
+            assert client.get(f"/v1/sessions/{sid}").json()["title"] == "before"
+            assert client.patch(f"/v1/sessions/{sid}", json={"title": "after"}).status_code == 200
+            assert client.get(f"/v1/sessions/{sid}").json()["title"] == "after"
