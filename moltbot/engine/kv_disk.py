@@ -14,12 +14,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
 from moltbot.engine.scheduler import common_prefix
+from moltbot.storage.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,6 @@ class Sealer(Protocol):
     def seal(self, data: bytes, name: str) -> bytes: ...
 
     def open(self, blob: bytes, name: str) -> bytes: ...
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class DiskKVCache:
@@ -87,9 +76,9 @@ class DiskKVCache:
         name = self._name(tokens)
         try:
             sealed = self._sealer.seal(bytes(data), f"{name}.kv")
-            _write(self.directory / f"{name}.kv", sealed)
+            write_atomic(self.directory / f"{name}.kv", sealed, durable=False)  # a cache: losing it costs a recompute
             meta = json.dumps({"model": self._tag, "tokens": list(tokens)}).encode()
-            _write(self.directory / f"{name}.meta", self._sealer.seal(meta, f"{name}.meta"))
+            write_atomic(self.directory / f"{name}.meta", self._sealer.seal(meta, f"{name}.meta"), durable=False)
         except OSError as exc:
             log.warning("KV state not written to disk: %s", exc.strerror)
             self._remove_files(name)

@@ -51,11 +51,11 @@ class Reply:
     engine_seconds: float
 
 
-def _usage(prompt: int, completion: int) -> dict[str, int]:
+def usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _finish(reason: FinishReason | None) -> str | None:
+def finish_reason(reason: FinishReason | None) -> str | None:
     if reason is None:
         return None
     return "length" if reason is FinishReason.LENGTH else "stop"
@@ -76,7 +76,8 @@ class OpenAIServing:
 
     # -- shared checks -------------------------------------------------------------------------
 
-    def _generator(self, model_id: str) -> Worker:
+    def generator(self, model_id: str) -> Worker:
+        """The worker of a loaded text-generation model (400 for an embedding model)."""
         worker = self._models.get(model_id)
         if worker.info.kind is not ModelKind.GENERATE:
             raise UnsupportedOperationError(f"model {model_id!r} is an embedding model", param="model")
@@ -131,7 +132,7 @@ class OpenAIServing:
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[Worker, Prompt, SamplingParams]:
         self._check_common(req.n, req.stop_list(), req.unsupported())
-        worker = self._generator(req.model)
+        worker = self.generator(req.model)
         messages = self._messages(req.messages)
         size = sum(len(m.content) for m in messages)
         prompt: Prompt = await _off_loop_if_long(size, worker.backend.render_chat, messages)
@@ -164,11 +165,11 @@ class OpenAIServing:
                     "index": index,
                     "message": {"role": "assistant", "content": done.text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": _finish(done.finish_reason),
+                    "finish_reason": finish_reason(done.finish_reason),
                 }
                 for index, done in enumerate(results)
             ],
-            "usage": _usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results)),
+            "usage": usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results)),
         }
         return Reply(body, engine_seconds)
 
@@ -202,7 +203,7 @@ class OpenAIServing:
                     yield event(index, {"content": chunk.text}, None)
                 if chunk.finish_reason is not None:
                     finals.append(chunk)
-                    yield event(index, {}, _finish(chunk.finish_reason))
+                    yield event(index, {}, finish_reason(chunk.finish_reason))
         except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
             yield _error_event(exc)
             yield sse("[DONE]")
@@ -217,7 +218,7 @@ class OpenAIServing:
 
     async def prepare_completion(self, req: CompletionRequest) -> tuple[Worker, list[tuple[Prompt, SamplingParams]]]:
         self._check_common(req.n, req.stop_list(), req.unsupported())
-        worker = self._generator(req.model)
+        worker = self.generator(req.model)
         prompts = req.prompts()
         if not prompts:
             raise APIError(400, "prompt must not be empty", param="prompt")
@@ -248,7 +249,7 @@ class OpenAIServing:
             results, seconds = await _gather(worker.streams(prompt, params, n), submitted)
             for j, done in enumerate(results):
                 prefix = text if req.echo else ""
-                finish = _finish(done.finish_reason)
+                finish = finish_reason(done.finish_reason)
                 choices.append(
                     {"text": prefix + done.text, "index": job_index * n + j, "logprobs": None, "finish_reason": finish}
                 )
@@ -262,7 +263,7 @@ class OpenAIServing:
             "model": worker.info.id,
             "system_fingerprint": None,
             "choices": choices,
-            "usage": _usage(prompt_tokens, completion_tokens),
+            "usage": usage(prompt_tokens, completion_tokens),
         }
         return Reply(body, engine)
 
@@ -308,7 +309,7 @@ class OpenAIServing:
                             yield event(job_index * n + j, chunk.text, None)
                         if chunk.finish_reason is not None:
                             finals.append(chunk)
-                            yield event(job_index * n + j, "", _finish(chunk.finish_reason))
+                            yield event(job_index * n + j, "", finish_reason(chunk.finish_reason))
                 except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
                     yield _error_event(exc)
                     yield sse("[DONE]")
@@ -426,7 +427,7 @@ def _report_usage(on_usage: UsageHook | None, finals: list[Chunk], per_prompt: i
 def _total_usage(finals: list[Chunk], per_prompt: int = 1) -> dict[str, int]:
     """Usage over several choices: each prompt counted once, every generated token counted."""
     prompts = sum(c.prompt_tokens for c in finals) // max(per_prompt, 1)
-    return _usage(prompts, sum(c.completion_tokens for c in finals))
+    return usage(prompts, sum(c.completion_tokens for c in finals))
 
 
 def _error_event(exc: Exception) -> bytes:

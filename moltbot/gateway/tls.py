@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 import socket
 import ssl
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from moltbot.storage.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +41,6 @@ def local_names(extra: Sequence[str] = ()) -> list[str]:
     """The names a local certificate covers: localhost, loopback addresses, this host, configured names."""
     names = ["localhost", "127.0.0.1", "::1", socket.gethostname(), *extra]
     return list(dict.fromkeys(n for n in names if n))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -102,8 +86,8 @@ def _make_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )  # fmt: skip
-    _write_private(directory / "ca.key", _key_pem(key))
-    _write_private(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(directory / "ca.key", _key_pem(key))
+    write_atomic(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -126,8 +110,8 @@ def _make_server(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(directory / "server.key", _key_pem(key))
-    _write_private(directory / "server.pem", cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(directory / "server.key", _key_pem(key))
+    write_atomic(directory / "server.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _needs_new_server_cert(path: Path, names: Sequence[str]) -> bool:

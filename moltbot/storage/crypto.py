@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, Table, insert, select, update
 
+from moltbot.storage.files import write_atomic
 from moltbot.storage.schema import data_keys
 
 log = logging.getLogger(__name__)
@@ -48,26 +48,6 @@ class CryptoError(Exception):
 
 class DecryptionError(CryptoError):
     """Stored data failed its integrity check: tampered, moved to another row, or another key."""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _read_kek(path: Path) -> bytes:
@@ -116,7 +96,7 @@ class Vault:
                 raise CryptoError(
                     f"the key-encryption key {path} is missing, and the database holds data keys wrapped by it"
                 )
-            _write_private(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+            write_atomic(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
             log.info("created a key-encryption key: %s", path)
         current = _read_kek(path) if path.exists() else None
         if pending.exists():  # a rotation was interrupted: which key do the data keys answer to?
@@ -147,7 +127,7 @@ class Vault:
         with self._lock:
             new = secrets.token_bytes(32)
             pending = self._kek_file.with_name(self._kek_file.name + ".new")
-            _write_private(pending, base64.b64encode(new) + b"\n")
+            write_atomic(pending, base64.b64encode(new) + b"\n")
             with self._engine.begin() as conn:
                 for row in conn.execute(select(data_keys)).mappings().all():
                     key = self._unwrap(row["id"], row["wrapped"], self._kek)

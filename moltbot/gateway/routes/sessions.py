@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from moltbot.engine.backend import Worker
-from moltbot.engine.types import Chunk, FinishReason, ModelKind, SamplingParams
+from moltbot.engine.types import Chunk, FinishReason, SamplingParams
 from moltbot.gateway.auth import API_KEY_STATE, charge_tokens
 from moltbot.gateway.errors import APIError, envelope
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
@@ -32,6 +32,7 @@ from moltbot.gateway.schemas import (
     SessionMessageRequest,
     SessionUpdateRequest,
 )
+from moltbot.gateway.serving import finish_reason, usage
 from moltbot.gateway.sse import event_stream, sse
 from moltbot.sessions.context import fit
 from moltbot.sessions.export import export_document
@@ -110,19 +111,12 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
         raise APIError(400, "the cursor is not one this server gave", param="after", code="invalid_cursor") from None
 
 
-def _generator(request: Request, model: str) -> Worker:
-    worker: Worker = request.app.state.models.get(model)
-    if worker.info.kind is not ModelKind.GENERATE:
-        raise APIError(400, f"model {model!r} does not generate text", param="model", code="unsupported")
-    return worker
-
-
 # -- sessions ------------------------------------------------------------------------------------
 
 
 @router.post("/v1/sessions", status_code=201)
 async def create_session(body: SessionCreateRequest, request: Request) -> JSONResponse:
-    _generator(request, body.model)
+    request.app.state.serving.generator(body.model)
     _check_metadata(body.metadata)
     session = await asyncio.to_thread(
         _repo(request).create,
@@ -205,7 +199,7 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
     session = await asyncio.to_thread(repo.get, owner, _checked_id(session_id), with_messages=True)
     if session is None:
         raise _not_found(session_id)
-    worker = _generator(request, session.model)
+    worker: Worker = request.app.state.serving.generator(session.model)
     settings = request.app.state.settings
     if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
         raise APIError(400, f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
@@ -234,8 +228,8 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
     state[ENGINE_SECONDS_KEY] = time.perf_counter() - started
     text = "".join(pieces)
     answer = await asyncio.to_thread(repo.add_message, owner, session_id, "assistant", text)
-    usage = _usage(last)
-    charge_tokens(state, usage["total_tokens"])
+    used = _usage(last)
+    charge_tokens(state, used["total_tokens"])
     return JSONResponse(
         {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
@@ -247,28 +241,18 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
                     "index": 0,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": _finish(last.finish_reason),
+                    "finish_reason": finish_reason(last.finish_reason),
                 }
             ],
-            "usage": usage,
+            "usage": used,
             **extra,
             "message_id": answer.id if answer else None,
         }
     )
 
 
-def _finish(reason: FinishReason | None) -> str | None:
-    if reason is None:
-        return None
-    return "length" if reason is FinishReason.LENGTH else "stop"
-
-
 def _usage(last: Chunk) -> dict[str, int]:
-    return {
-        "prompt_tokens": last.prompt_tokens,
-        "completion_tokens": last.completion_tokens,
-        "total_tokens": last.prompt_tokens + last.completion_tokens,
-    }
+    return usage(last.prompt_tokens, last.completion_tokens)
 
 
 async def _turn_events(
@@ -309,10 +293,10 @@ async def _turn_events(
                 answer = await asyncio.to_thread(
                     repo.add_message, owner, extra["session_id"], "assistant", "".join(pieces)
                 )
-                usage = _usage(chunk)
-                charge_tokens(state, usage["total_tokens"])
-                yield event({}, _finish(chunk.finish_reason))
-                final = {**base, "choices": [], "usage": usage, **extra}
+                used = _usage(chunk)
+                charge_tokens(state, used["total_tokens"])
+                yield event({}, finish_reason(chunk.finish_reason))
+                final = {**base, "choices": [], "usage": used, **extra}
                 yield sse({**final, "message_id": answer.id if answer else None})
                 break
             chunk = await anext(stream)
