@@ -14,7 +14,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moltbot.models.store import BUNDLED_CHAT_MODEL, install_bundled
-from tests.helpers import create_key, free_port
+from tests.helpers import Server, create_key, free_port
 
 __all__ = [
     "BUNDLED_CHAT_MODEL",
@@ -22,6 +22,7 @@ __all__ = [
     "Call",
     "PromptMaker",
     "alternate",
+    "client_for",
     "percentile",
     "prepare_data_dir",
     "print_ab",
@@ -98,6 +99,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 Call = Callable[[httpx.Client], httpx.Response]
+
+
+def client_for(server: Server, key: str, timeout: float = 120) -> httpx.Client:
+    """A client of one of our servers: its key, and its TLS CA trusted."""
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout, verify=server.verify
+    )
 
 
 def timed(client: httpx.Client, count: int, call: Call) -> tuple[list[float], float]:

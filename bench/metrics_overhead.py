@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-from common import BUNDLED_CHAT_MODEL, Call, alternate, percentile, prepare_data_dir, print_ab, timed
+from common import BUNDLED_CHAT_MODEL, Call, alternate, client_for, percentile, prepare_data_dir, print_ab, timed
 
 from tests.helpers import Server, running_server
 
@@ -102,15 +101,7 @@ def main() -> int:
             running_server(prepared["off"][0], off_env) as off,
         ):
             servers: dict[str, Server] = {"on": on, "off": off}
-            clients = {
-                name: httpx.Client(
-                    base_url=s.url,
-                    headers={"Authorization": f"Bearer {prepared[name][2]}"},
-                    timeout=120,
-                    verify=s.verify,
-                )
-                for name, s in servers.items()
-            }
+            clients = {name: client_for(s, prepared[name][2]) for name, s in servers.items()}
             workloads: dict[str, tuple[int, Call]] = {
                 "chat (8 tokens)": (args.chat, lambda c: c.post("/v1/chat/completions", json=CHAT)),
                 "GET /v1/models": (args.light, lambda c: c.get("/v1/models")),

@@ -33,7 +33,7 @@ from moltbot.storage.crypto import CryptoError, Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import DEFAULT_SCOPES, KeyStore, UnknownScopeError, parse_scopes
 from moltbot.storage.schema import ENCRYPTED_COLUMNS
-from moltbot.storage.sessions import ANY_OWNER, SessionRepository
+from moltbot.storage.sessions import ANY_OWNER, Session, SessionRepository
 
 log = logging.getLogger("moltbot")
 
@@ -330,10 +330,16 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sessions_show(args: argparse.Namespace) -> int:
-    session = _session_store().get(ANY_OWNER, args.id, with_messages=True)
+def _find_session(session_id: str) -> Session | None:
+    session = _session_store().get(ANY_OWNER, session_id, with_messages=True)
     if session is None:
-        print(f"no session {args.id}", file=sys.stderr)  # noqa: T201
+        print(f"no session {session_id}", file=sys.stderr)  # noqa: T201
+    return session
+
+
+def cmd_sessions_show(args: argparse.Namespace) -> int:
+    session = _find_session(args.id)
+    if session is None:
         return 1
     print(f"{session.id}  model {session.model}  key {session.key_id}  title {session.title or '-'}")  # noqa: T201
     if session.system_prompt:
@@ -345,9 +351,8 @@ def cmd_sessions_show(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions_export(args: argparse.Namespace) -> int:
-    session = _session_store().get(ANY_OWNER, args.id, with_messages=True)
+    session = _find_session(args.id)
     if session is None:
-        print(f"no session {args.id}", file=sys.stderr)  # noqa: T201
         return 1
     print(json.dumps(export_document(session), indent=2, ensure_ascii=False))  # noqa: T201
     return 0

@@ -55,6 +55,17 @@ def usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def chunk_base(model: str) -> dict[str, Any]:
+    """The fields every `chat.completion.chunk` of one stream shares."""
+    return {
+        "id": f"chatcmpl-{secrets.token_hex(12)}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
+
+
 def finish_reason(reason: FinishReason | None) -> str | None:
     if reason is None:
         return None
@@ -181,13 +192,7 @@ class OpenAIServing:
     async def _chat_events(
         self, model: str, streams: list[AsyncIterator[Chunk]], include_usage: bool, on_usage: UsageHook | None
     ) -> AsyncIterator[bytes]:
-        base = {
-            "id": f"chatcmpl-{secrets.token_hex(12)}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-        }
+        base = chunk_base(model)
         extra = {"usage": None} if include_usage else {}
 
         def event(index: int, delta: dict[str, Any], finish: str | None) -> bytes:

@@ -29,6 +29,12 @@ def event(status: str = "firing", name: str = "CPU") -> AlertEvent:
     return AlertEvent(status, alert, 1_700_000_090.0 if status == "resolved" else None)
 
 
+def wait_for_an_outcome(outcomes: Counter[str], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver()
@@ -65,9 +71,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_counted(receiver: Webho
     notifier = WebhookNotifier([receiver.url], outcome=lambda o: outcomes.update([o]), attempts=3, backoff_s=0.05)
     try:
         notifier.notify([event()])
-        deadline = time.monotonic() + 10
-        while not outcomes and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_an_outcome(outcomes)
     finally:
         notifier.close()
     assert receiver.attempts == 3 and outcomes == Counter({"failed": 1})
@@ -108,9 +112,7 @@ def test_an_unreachable_receiver_fails_fast() -> None:
     )
     try:
         notifier.notify([event()])
-        deadline = time.monotonic() + 10
-        while not outcomes and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_an_outcome(outcomes)
     finally:
         notifier.close()
     assert outcomes == Counter({"failed": 1})

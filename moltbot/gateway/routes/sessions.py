@@ -32,7 +32,7 @@ from moltbot.gateway.schemas import (
     SessionMessageRequest,
     SessionUpdateRequest,
 )
-from moltbot.gateway.serving import finish_reason, usage
+from moltbot.gateway.serving import chunk_base, finish_reason, usage
 from moltbot.gateway.sse import event_stream, sse
 from moltbot.sessions.context import fit
 from moltbot.sessions.export import export_document
@@ -265,13 +265,7 @@ async def _turn_events(
     extra: dict[str, Any],
     state: dict[str, Any],
 ) -> AsyncIterator[bytes]:
-    base = {
-        "id": f"chatcmpl-{secrets.token_hex(12)}",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "session_id": extra["session_id"],
-    }
+    base = {**chunk_base(model), "session_id": extra["session_id"]}
 
     def event(delta: dict[str, Any], finish: str | None) -> bytes:
         return sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
