@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,22 @@ from moltbot.engine.types import ChatMessage, ModelInfo, ModelKind, Prompt
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether the CPU has Intel AMX (read once from /proc/cpuinfo; False where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    found = "amx_int8" in line.split()
+                    if found:
+                        log.info("the CPU has AMX: llama.cpp's AMX weight buffers are not used (llama.cpp#20824)")
+                    return found
+    except OSError:
+        pass
+    return False
+
+
 class LlamaModelFile:
     """The loaded weights and vocabulary of one GGUF file."""
 
@@ -26,6 +43,10 @@ class LlamaModelFile:
         validate_gguf(path)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0x7FFFFFFF if gpu_layers < 0 else gpu_layers
+        if cpu_has_amx():
+            # llama.cpp's AMX kernels crash on Q4_K_M weights (ggml-org/llama.cpp#20824, open): without
+            # the extra buffer types the weights stay in the plain CPU buffer and its AVX-512 kernels.
+            params.use_extra_bufts = False
         try:
             self.model = internals.LlamaModel(path_model=str(path), params=params, verbose=False)
         except (ValueError, RuntimeError) as exc:
