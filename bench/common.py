@@ -13,7 +13,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moltbot.models.store import BUNDLED_CHAT_MODEL, install_bundled
+from moltbot.models.store import BUNDLED_CHAT_MODEL, ModelStore, install_bundled
 from tests.helpers import Server, create_key, free_port
 
 __all__ = [
@@ -35,9 +35,10 @@ __all__ = [
 def prepare_data_dir(tmp: str, scopes: str) -> tuple[Path, Path, str]:
     """A data directory with the bundled models and a key: (data dir, the GGUF's path, the key)."""
     data_dir = Path(tmp) / "data"
-    install_bundled(data_dir / "models")
+    store = ModelStore(data_dir / "models")
+    install_bundled(store)
     key = create_key(data_dir, scopes, name="bench")
-    return data_dir, data_dir / "models" / f"{BUNDLED_CHAT_MODEL}.gguf", key
+    return data_dir, store.source(BUNDLED_CHAT_MODEL).path, key
 
 
 def percentile(values: list[float], q: float) -> float:

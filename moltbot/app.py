@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -31,10 +32,21 @@ from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.observe import ObserveMiddleware
 from moltbot.gateway.openapi import install_openapi
 from moltbot.gateway.ratelimit import Limits, RateLimiter
-from moltbot.gateway.routes import admin, chat, completions, embeddings, health, metrics, models, sessions
+from moltbot.gateway.routes import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    health,
+    metrics,
+    model_admin,
+    models,
+    sessions,
+)
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager, WorkerFactory
-from moltbot.models.store import ModelFormat, ModelSource, discover, install_bundled
+from moltbot.models.package import ModelKeys, decrypt_version, wipe
+from moltbot.models.store import ModelFormat, ModelSource, ModelStore, external_source, install_bundled
 from moltbot.monitor.metrics import AlertCollector, Metrics
 from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
 from moltbot.monitor.rules import load_rules
@@ -59,6 +71,7 @@ class Services:
     vault: Vault
     sessions: SessionRepository
     models: ModelManager
+    store: ModelStore
     metrics: Metrics
     monitor: Monitor | None
 
@@ -76,7 +89,9 @@ class VaultSealer:
         return self._vault.decrypt(blob, "kv_states", "file", name)
 
 
-def worker_factory(runtime: Runtime, vault: Vault | None = None) -> WorkerFactory:
+def worker_factory(
+    runtime: Runtime, vault: Vault | None = None, store: ModelStore | None = None, keys: ModelKeys | None = None
+) -> WorkerFactory:
     settings = runtime.settings
     limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
     options = RunnerOptions(
@@ -84,6 +99,19 @@ def worker_factory(runtime: Runtime, vault: Vault | None = None) -> WorkerFactor
     )
 
     def build(source: ModelSource) -> Worker:
+        if source.key_id is None:
+            return build_plain(source)
+        if store is None or keys is None:
+            raise ModelLoadError("encrypted models need the model store and its key store")
+        # Decrypted into a 0600 file on tmpfs for as long as the load takes, then removed.
+        folder = decrypt_version(store, store.version(source.id, int(source.version)), keys.get(source.key_id))
+        try:
+            path = folder / source.path.name if source.format is ModelFormat.GGUF else folder
+            return build_plain(dataclasses.replace(source, path=path))
+        finally:
+            wipe(folder)
+
+    def build_plain(source: ModelSource) -> Worker:
         if source.format is ModelFormat.GGUF:
             model = LlamaModelFile(source.id, source.path, runtime.context_size, runtime.gpu_layers)
             disk = None
@@ -98,6 +126,10 @@ def worker_factory(runtime: Runtime, vault: Vault | None = None) -> WorkerFactor
                 raise
         if source.format is ModelFormat.HF_BERT:
             return ModelWorker(BertEmbedder(source.id, source.path, runtime.profile.embedding_batch), limits)
+        if source.format is ModelFormat.HF_CAUSAL:
+            from moltbot.engine.hf_backend import HFCausalBackend
+
+            return ModelWorker(HFCausalBackend(source.id, source.path, runtime.context_size, runtime.threads), limits)
         raise ModelLoadError(f"unsupported model format {source.format}")
 
     return build
@@ -112,7 +144,11 @@ def build_services(runtime: Runtime) -> Services:
     database = open_database(settings.database_path, settings.database_url)
     keys = KeyStore(database, cache_ttl_s=AUTH_CACHE_TTL_S)
     vault = Vault(database, settings.kek_path)
-    models = ModelManager(worker_factory(runtime, vault))
+    store = ModelStore(settings.models_dir, settings.model_versions_kept)
+    model_keys = ModelKeys(settings.model_keys_dir, vault)
+    models = ModelManager(
+        worker_factory(runtime, vault, store, model_keys), store=store, drain_timeout_s=settings.request_timeout_s + 5
+    )
     sampler = ResourceSampler(settings.data_dir)
     metrics = Metrics(models, sampler)
     models.on_load = metrics.model_loaded
@@ -133,7 +169,7 @@ def build_services(runtime: Runtime) -> Services:
         )
         metrics.add_collector(AlertCollector(monitor.active))
     session_store = SessionRepository(database, vault)
-    return Services(runtime, keys, AuditLog(database), vault, session_store, models, metrics, monitor)
+    return Services(runtime, keys, AuditLog(database), vault, session_store, models, store, metrics, monitor)
 
 
 def ensure_admin_key(services: Services) -> str | None:
@@ -149,10 +185,13 @@ def load_models(services: Services) -> None:
     settings = services.runtime.settings
     try:
         if settings.bundled_models:
-            install_bundled(settings.models_dir)
+            install_bundled(services.store)
     except Exception:
         log.exception("could not place the bundled models in the model store")
-    services.models.load_all(discover(settings.models_dir, settings.model_path))
+    sources = services.store.active_sources()
+    if settings.model_path is not None and (extra := external_source(settings.model_path)) is not None:
+        sources = [s for s in sources if s.id != extra.id] + [extra]
+    services.models.load_all(sources)
 
 
 async def _refresh_keys(keys: KeyStore) -> None:
@@ -198,7 +237,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.serving = OpenAIServing(services.models, services.runtime.settings)
     install_error_handlers(app)
     install_openapi(app)
-    modules = (health, models, chat, completions, embeddings, metrics, admin, sessions)
+    modules = (health, models, chat, completions, embeddings, metrics, admin, model_admin, sessions)
     for module in modules:
         app.include_router(module.router)
     # FastAPI keeps included routers as opaque entries: match against the routers' own routes.

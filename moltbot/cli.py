@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.engine import make_url
 
-from moltbot import __version__, offline
+from moltbot import __version__, cli_models, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
@@ -244,24 +244,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history.append({"role": "assistant", "content": answer})
 
 
-# -- models, keys --------------------------------------------------------------------------------
-
-
-def cmd_models_list(_: argparse.Namespace) -> int:
-    from moltbot.models.store import discover
-
-    settings = Settings()
-    sources = discover(settings.models_dir, settings.model_path)
-    rows: list[list[object]] = [["ID", "FORMAT", "SIZE (MB)", "PATH"]]
-    for s in sources:
-        size = (
-            s.path.stat().st_size
-            if s.path.is_file()
-            else sum(p.stat().st_size for p in s.path.rglob("*") if p.is_file())
-        )
-        rows.append([s.id, s.format.value, f"{size / 1e6:.1f}", s.path])
-    print(_table(rows) if sources else "no models in the store yet (they are placed on first `moltbot serve`)")  # noqa: T201
-    return 0
+# -- keys --------------------------------------------------------------------------------
 
 
 def _keys() -> tuple[KeyStore, AuditLog]:
@@ -461,7 +444,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_doctor(_: argparse.Namespace) -> int:
     from moltbot.app import worker_factory
-    from moltbot.models.store import discover
+    from moltbot.models.store import ModelStore, external_source
 
     runtime = _runtime()
     r = runtime.resources
@@ -477,8 +460,13 @@ def cmd_doctor(_: argparse.Namespace) -> int:
         ["data dir", runtime.settings.data_dir],
     ]
     status = 0
-    build = worker_factory(runtime)
-    for source in discover(runtime.settings.models_dir, runtime.settings.model_path):
+    settings = runtime.settings
+    store = ModelStore(settings.models_dir, settings.model_versions_kept)
+    sources = store.active_sources()
+    if settings.model_path is not None and (extra := external_source(settings.model_path)) is not None:
+        sources.append(extra)
+    build = worker_factory(runtime, store=store)
+    for source in sources:
         started = time.perf_counter()
         try:
             build(source).close()
@@ -513,8 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.set_defaults(func=cmd_chat)
 
-    models = sub.add_parser("models", help="the model store").add_subparsers(dest="action", required=True)
-    models.add_parser("list", help="list models in the store").set_defaults(func=cmd_models_list)
+    cli_models.add_parser(sub, _table, _verify)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key; the token is the last line printed")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     gpu_layers: int | None = Field(default=None, ge=-1)
     model_path: Path | None = None
     bundled_models: bool = True
+    model_versions_kept: int = Field(default=3, ge=1, le=100)  # per model; the active one is never removed
+    # OCI registries for `moltbot models push/pull`: basic or token auth, TLS against the system CAs or
+    # this bundle; plain HTTP only for the registries named here ("host:port,…", or "1" for any).
+    registry_username: str = ""
+    registry_password: SecretStr = SecretStr("")
+    registry_ca_file: Path | None = None
+    registry_insecure: str = ""
     # TLS 1.3 only, on by default; plain HTTP (tls = false) only on a loopback address.
     tls: bool = True
     tls_cert_file: Path | None = None  # with tls_key_file: the operator's certificate instead of the local CA's
@@ -202,6 +209,19 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def model_keys_dir(self) -> Path:
+        return self.data_dir / "secrets" / "model-keys"
+
+    @property
+    def registry_insecure_hosts(self) -> tuple[str, ...]:
+        value = self.registry_insecure.strip()
+        if value.lower() in {"1", "true", "yes", "*"}:
+            return ("*",)
+        if value.lower() in {"", "0", "false", "no"}:
+            return ()
+        return tuple(h.strip() for h in value.split(",") if h.strip())
 
     @property
     def kv_dir(self) -> Path:

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.helpers import START_TIMEOUT_S, Server, link_bundled_models, running_server
+from tests.registry import Registry, registry_server
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +45,10 @@ def oai(server: Server) -> Iterator[openai.OpenAI]:
     yield client
     client.close()
     http.close()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A real OCI registry (CNCF distribution) on 127.0.0.1 with htpasswd auth and TLS."""
+    with registry_server(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg

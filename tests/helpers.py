@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from moltbot.models.store import BUNDLED_CHAT_MODEL, BUNDLED_EMBEDDING_MODEL, install_bundled
+from moltbot.models.store import BUNDLED_CHAT_MODEL, BUNDLED_EMBEDDING_MODEL, ModelStore, install_bundled
 
 CHAT_MODEL = BUNDLED_CHAT_MODEL
 EMBEDDING_MODEL = BUNDLED_EMBEDDING_MODEL
@@ -62,11 +62,18 @@ def free_port() -> int:
 
 
 def link_bundled_models(cache: Path, models_dir: Path) -> None:
-    """Hard-link the once-installed bundled models into a fresh store (cheap, same bytes)."""
-    install_bundled(cache)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    os.link(cache / f"{CHAT_MODEL}.gguf", models_dir / f"{CHAT_MODEL}.gguf")
-    shutil.copytree(cache / EMBEDDING_MODEL, models_dir / EMBEDDING_MODEL, copy_function=os.link)
+    """Hard-link a once-made store of the bundled models into a fresh data directory (cheap, same
+    bytes; the store replaces files rather than writing into them)."""
+    install_bundled(ModelStore(cache))
+    ignore = shutil.ignore_patterns(".lock", ".tmp")
+    shutil.copytree(cache, models_dir, copy_function=os.link, ignore=ignore, dirs_exist_ok=True)
+
+
+def bundled_gguf(models_dir: Path) -> Path:
+    """The active version's GGUF file of the bundled chat model in a store (placed there if missing)."""
+    store = ModelStore(models_dir)
+    install_bundled(store)
+    return store.source(CHAT_MODEL).path
 
 
 def run_cli(

@@ -98,7 +98,9 @@ def _tensor_bytes(dims: list[int], kind: int) -> int:
     return elements // block * type_size
 
 
-def _walk(data: mmap.mmap) -> None:
+def _walk(data: mmap.mmap) -> tuple[int, list[tuple[str, int, int]]]:
+    """The start of the tensor data and every tensor's (name, offset from it, size); raises unless all
+    lie inside the file."""
     cursor = _Cursor(data)
     if cursor.take(4) != _MAGIC:
         raise _MalformedError("not a GGUF file (bad magic)")
@@ -127,13 +129,20 @@ def _walk(data: mmap.mmap) -> None:
     for name, offset, size in tensors:
         if data_start + offset + size > len(data):
             raise _MalformedError(f"tensor {name!r} lies outside the file")
+    return data_start, tensors
 
 
 def validate_gguf(path: Path) -> None:
     """Raise ModelLoadError unless `path` is a well-formed GGUF whose tensors lie inside the file."""
+    gguf_tensors(path)
+
+
+def gguf_tensors(path: Path) -> tuple[int, list[tuple[str, int, int]]]:
+    """Validate `path` as validate_gguf does; return where the tensor data starts and each tensor's
+    name, offset (from that start) and size."""
     try:
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            _walk(data)
+            return _walk(data)
     except _MalformedError as exc:
         raise ModelLoadError(f"{path.name}: malformed GGUF: {exc}") from exc
     except (OSError, ValueError) as exc:  # unreadable, or empty (mmap of 0 bytes)

@@ -19,7 +19,10 @@ from moltbot.engine.errors import (
     RequestTimeoutError,
     UnsupportedOperationError,
 )
-from moltbot.models.manager import ModelNotFoundError
+from moltbot.models.manager import DeployConflictError, DeployError, InsufficientMemoryError, ModelNotFoundError
+from moltbot.models.package import PackageKeyError
+from moltbot.models.registry import RegistryError
+from moltbot.models.store import StoreError, UnknownModelError
 from moltbot.storage.sessions import StorageBusyError, StorageFullError
 
 log = logging.getLogger(__name__)
@@ -58,8 +61,20 @@ def error_response(error: APIError) -> JSONResponse:
 
 def from_engine(exc: EngineError) -> APIError:
     """Map a named engine error to its HTTP status and envelope."""
-    if isinstance(exc, ModelNotFoundError):
+    if isinstance(exc, (ModelNotFoundError, UnknownModelError)):
         return APIError(404, exc.message, param=exc.param, code="model_not_found")
+    if isinstance(exc, DeployConflictError):
+        return APIError(409, exc.message, code="conflict")
+    if isinstance(exc, InsufficientMemoryError):
+        return APIError(409, exc.message, code="insufficient_memory")
+    if isinstance(exc, DeployError):
+        return APIError(422, exc.message, code="deploy_failed")
+    if isinstance(exc, RegistryError):
+        return APIError(502, exc.message, type="server_error", code="registry_error")
+    if isinstance(exc, PackageKeyError):
+        return APIError(422, exc.message, code="package_key")
+    if isinstance(exc, StoreError):
+        return APIError(400, exc.message, code="model_store")
     if isinstance(exc, EngineBusyError):
         headers = {"Retry-After": str(exc.retry_after_s)}
         return APIError(503, exc.message, type="server_overloaded", code="engine_busy", headers=headers)

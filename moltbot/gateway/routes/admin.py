@@ -23,7 +23,7 @@ router = APIRouter()
 _KEY_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
-def _actor(request: Request) -> str:
+def actor(request: Request) -> str:
     key: ApiKey = request.scope["state"][API_KEY_STATE]
     return f"key:{key.id}"
 
@@ -57,7 +57,7 @@ async def create_key(body: KeyCreateRequest, request: Request) -> JSONResponse:
     expires_at = time.time() + body.expires_in_days * 86400 if body.expires_in_days else None
     key, token = await asyncio.to_thread(keys.create, body.name, scopes, expires_at)
     await asyncio.to_thread(
-        audit.record, _actor(request), "key.create", key.id, name=key.name, scopes=sorted(s.value for s in scopes)
+        audit.record, actor(request), "key.create", key.id, name=key.name, scopes=sorted(s.value for s in scopes)
     )
     return JSONResponse({**_card(key), "token": token}, status_code=201)
 
@@ -83,7 +83,7 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
     audit: AuditLog = request.app.state.audit
     if not await asyncio.to_thread(keys.revoke, _key_id(key_id)):
         raise APIError(404, f"no active API key {key_id}", param="key_id", code="not_found")
-    await asyncio.to_thread(audit.record, _actor(request), "key.revoke", key_id)
+    await asyncio.to_thread(audit.record, actor(request), "key.revoke", key_id)
     return {"id": key_id, "object": "api_key", "revoked": True}
 
 

@@ -1,0 +1,181 @@
+"""The model store: layers by tensor group, versions, pruning, garbage collection, encrypted packages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from moltbot.models import layers
+from moltbot.models.package import ModelKeys, PackageKeyError, decrypt_version, encrypt_version, wipe
+from moltbot.models.store import (
+    ModelFormat,
+    ModelStore,
+    StoreError,
+    UnknownModelError,
+    build_manifest,
+    check_relative_path,
+)
+from moltbot.storage.crypto import Vault
+from moltbot.storage.database import open_database
+
+
+def bert_dir(root: Path, seed: int = 0, change_block: int | None = None) -> Path:
+    """A directory the store takes as a BERT encoder: config, tokenizer and real safetensors."""
+    rng = np.random.default_rng(seed)
+    tensors = {"embeddings.word_embeddings.weight": rng.standard_normal((64, 16), dtype=np.float32)}
+    for block in range(3):
+        tensors[f"encoder.layer.{block}.attention.self.query.weight"] = rng.standard_normal((16, 16), dtype=np.float32)
+        tensors[f"encoder.layer.{block}.output.dense.weight"] = rng.standard_normal((16, 16), dtype=np.float32)
+    tensors["pooler.dense.weight"] = rng.standard_normal((16, 16), dtype=np.float32)
+    if change_block is not None:
+        tensors[f"encoder.layer.{change_block}.output.dense.weight"] += 1.0
+    root.mkdir(parents=True)
+    save_file(tensors, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (root / "tokenizer.json").write_text("{}")
+    return root
+
+
+def test_safetensors_are_cut_by_tensor_group_and_rebuild_exactly(tmp_path: Path) -> None:
+    model = bert_dir(tmp_path / "m")
+    ranges = layers.plan(model, ["config.json", "model.safetensors"])
+    groups = [r.group for r in ranges if r.path == "model.safetensors"]
+    assert groups[0] == "header" and {"block.0", "block.1", "block.2", "embeddings", "head"} <= set(groups)
+    data = (model / "model.safetensors").read_bytes()
+    pieces = [data[r.offset : r.offset + r.size] for r in ranges if r.path == "model.safetensors"]
+    assert b"".join(pieces) == data
+
+
+def test_import_versions_share_unchanged_layers(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    first = store.import_path("enc", bert_dir(tmp_path / "a"))
+    second = store.import_path("enc", bert_dir(tmp_path / "b", change_block=1), activate=False)
+    assert (first.number, second.number, first.format) == (1, 2, ModelFormat.HF_BERT)
+    one, two = store.manifest(first)["layers"], store.manifest(second)["layers"]
+    changed = [b["annotations"]["org.moltbot.group"] for a, b in zip(one, two, strict=True) if a != b]
+    assert changed == ["block.1"]
+    assert store.active("enc") == 1 and store.previous("enc") is None
+    assert (store.source("enc", 2).path / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
+    again = store.import_path("enc", tmp_path / "b")  # the same content is the same version
+    assert again.number == 2 and store.active("enc") == 2 and store.previous("enc") == 1
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../b", ".git/config", "a//b", "", "a\\b", "x/" * 5 + "y"])
+def test_paths_that_could_escape_are_refused(path: str) -> None:
+    with pytest.raises(StoreError, match="refused file path"):
+        check_relative_path(path)
+
+
+def test_unknown_names_and_versions(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(UnknownModelError):
+        store.version("absent")
+    store.import_path("enc", bert_dir(tmp_path / "a"))
+    with pytest.raises(UnknownModelError, match="version 7"):
+        store.version("enc", 7)
+    with pytest.raises(StoreError, match="invalid model name"):
+        store.import_path("../up", tmp_path / "a")
+
+
+def test_a_manifest_with_missing_blobs_installs_nothing(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    version = store.import_path("enc", bert_dir(tmp_path / "a"))
+    manifest = store.manifest(version)
+    victim = manifest["layers"][3]["digest"]
+    manifest["layers"][3]["digest"] = "sha256:" + "0" * 64
+    config = store.read_blob(manifest["config"]["digest"])
+    body = build_manifest(manifest["config"]["digest"], len(config), manifest["layers"])
+    with pytest.raises(StoreError, match="missing"):
+        store.install("other", body, origin="test")
+    assert "other" not in store.names()
+    store.gc()
+    assert store.has_blob(victim)  # still used by version 1 of enc
+    assert not list(store.tmp.iterdir())
+
+
+def test_prune_keeps_the_newest_and_the_active_and_gc_frees_blobs(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", keep=2)
+    for seed in range(4):
+        store.import_path("enc", bert_dir(tmp_path / f"m{seed}", seed=seed), activate=False)
+    assert [v.number for v in store.versions("enc")] == [1, 3, 4]  # 1 is active
+    before = len(list(store.blobs.iterdir()))
+    store.remove("enc", 3)
+    assert store.gc() > 0 and len(list(store.blobs.iterdir())) < before
+    with pytest.raises(StoreError, match="is active"):
+        store.remove("enc", 1)
+    (store.tmp / "build-enc-left-by-a-crash").mkdir()
+    store.gc()
+    assert not list(store.tmp.iterdir())
+
+
+def test_refuses_pickle_and_unknown_directories(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    model = bert_dir(tmp_path / "m")
+    (model / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(StoreError, match="pickle weights are refused"):
+        store.import_path("m", model)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("hi")
+    with pytest.raises(StoreError, match="not a supported model directory"):
+        store.import_path("o", other)
+    with pytest.raises(StoreError, match="not a GGUF file"):
+        store.import_path("o", other / "notes.txt")
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> ModelKeys:
+    vault = Vault(open_database(tmp_path / "db.sqlite"), tmp_path / "secrets" / "kek")
+    return ModelKeys(tmp_path / "secrets" / "model-keys", vault)
+
+
+def test_encrypted_packages_round_trip_and_keep_deltas(tmp_path: Path, keys: ModelKeys) -> None:
+    store = ModelStore(tmp_path / "store")
+    one = store.import_path("enc", bert_dir(tmp_path / "a"))
+    two = store.import_path("enc", bert_dir(tmp_path / "b", change_block=2), activate=False)
+    key = keys.create("k1")
+    assert keys.get("k1") == key and (tmp_path / "secrets" / "model-keys" / "k1.key").read_bytes() != key
+    sealed_one = encrypt_version(store, one, key, "k1", "enc-sealed")
+    sealed_two = encrypt_version(store, two, key, "k1", "enc-sealed")
+    digests_one = [x["digest"] for x in store.manifest(sealed_one)["layers"]]
+    digests_two = [x["digest"] for x in store.manifest(sealed_two)["layers"]]
+    assert sum(a != b for a, b in zip(digests_one, digests_two, strict=True)) == 1  # only block.2
+    plain = {store.read_blob(x["digest"]) for x in store.manifest(one)["layers"] if x["size"] > 64}
+    for digest in digests_one:
+        blob = store.read_blob(digest)
+        assert not any(p[16:80] in blob for p in plain)
+    assert not store.files_path(sealed_one).exists()
+    folder = decrypt_version(store, sealed_two, key)
+    try:
+        original = (tmp_path / "b" / "model.safetensors").read_bytes()
+        assert hashlib.sha256((folder / "model.safetensors").read_bytes()).digest() == hashlib.sha256(original).digest()
+        assert oct(folder.stat().st_mode & 0o777) == oct(0o700)
+    finally:
+        wipe(folder)
+    assert not folder.exists()
+    with pytest.raises(PackageKeyError, match="does not open"):
+        decrypt_version(store, sealed_one, bytes(32))
+    with pytest.raises(PackageKeyError, match="not in this server's key store"):
+        keys.get("k2")
+
+
+def test_a_reordered_encrypted_manifest_is_refused(tmp_path: Path, keys: ModelKeys) -> None:
+    store = ModelStore(tmp_path / "store")
+    one = store.import_path("enc", bert_dir(tmp_path / "a"))
+    key = keys.create("k1")
+    sealed = encrypt_version(store, one, key, "k1", "sealed")
+    manifest = store.manifest(sealed)
+    manifest["layers"][2], manifest["layers"][3] = manifest["layers"][3], manifest["layers"][2]
+    config = store.read_blob(manifest["config"]["digest"])
+    forged = store.install(
+        "forged", build_manifest(manifest["config"]["digest"], len(config), manifest["layers"]), origin="t"
+    )
+    with pytest.raises(StoreError, match="does not match its sealed layer list"):
+        decrypt_version(store, forged, key)

@@ -1,0 +1,89 @@
+"""The registry client's auth flows and reference parsing, against an in-process fake registry."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from moltbot.models.registry import Reference, RegistryAuth, RegistryClient, RegistryError
+from moltbot.models.store import StoreError
+
+MANIFEST = b'{"schemaVersion": 2}'
+
+
+def token_registry(seen: list[str]) -> httpx.MockTransport:
+    """401 with a Bearer challenge; the realm hands out a token for the right basic credentials."""
+    good = "Basic " + base64.b64encode(b"alice:secret").decode()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path} {request.headers.get('authorization', '-')}")
+        if request.url.host == "auth.test":
+            if request.headers.get("authorization") != good:
+                return httpx.Response(401)
+            assert request.url.params["scope"] == "repository:team/m:pull"
+            return httpx.Response(200, json={"token": "tok-1"})
+        if request.headers.get("authorization") != "Bearer tok-1":
+            challenge = 'Bearer realm="https://auth.test/token",service="reg",scope="repository:team/m:pull"'
+            return httpx.Response(401, headers={"www-authenticate": challenge})
+        return httpx.Response(200, content=MANIFEST)
+
+    return httpx.MockTransport(handle)
+
+
+def test_token_auth_flow() -> None:
+    seen: list[str] = []
+    auth = RegistryAuth("alice", "secret")
+    with RegistryClient("reg.test", auth, transport=token_registry(seen)) as client:
+        body, digest = client.get_manifest(Reference.parse("reg.test/team/m:v1"))
+    assert body == MANIFEST and digest.startswith("sha256:")
+    assert seen[0].endswith(" -") and seen[1].startswith("GET /token Basic ") and seen[2].endswith("Bearer tok-1")
+
+
+def test_token_auth_with_wrong_credentials_is_a_clear_error() -> None:
+    with (
+        RegistryClient("reg.test", RegistryAuth("alice", "wrong"), transport=token_registry([])) as client,
+        pytest.raises(RegistryError, match="token service refused the credentials"),
+    ):
+        client.get_manifest(Reference.parse("reg.test/team/m:v1"))
+
+
+def test_basic_auth_needs_credentials() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(401, headers={"www-authenticate": 'Basic realm="r"'}))
+    with (
+        RegistryClient("reg.test", RegistryAuth(), transport=transport) as client,
+        pytest.raises(RegistryError, match="needs credentials"),
+    ):
+        client.get_manifest(Reference.parse("reg.test/team/m:v1"))
+
+
+def test_a_manifest_that_does_not_match_its_digest_is_refused() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, content=MANIFEST))
+    ref = Reference.parse("reg.test/team/m@sha256:" + "0" * 64)
+    with RegistryClient("reg.test", RegistryAuth(), transport=transport) as client, pytest.raises(RegistryError):
+        client.get_manifest(ref)
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "repository", "reference"),
+    [
+        ("127.0.0.1:5000/team/gemma:v2", "127.0.0.1:5000", "team/gemma", "v2"),
+        ("registry.example/gemma", "registry.example", "gemma", "latest"),
+        ("localhost:5000/a/b/c@sha256:" + "a" * 64, "localhost:5000", "a/b/c", "sha256:" + "a" * 64),
+    ],
+)
+def test_references(text: str, host: str, repository: str, reference: str) -> None:
+    ref = Reference.parse(text)
+    assert (ref.host, ref.repository, ref.reference) == (host, repository, reference)
+
+
+@pytest.mark.parametrize("text", ["gemma", "host/../x:v1", "host/UPPER:v1", "host/repo:bad tag", ""])
+def test_bad_references(text: str) -> None:
+    with pytest.raises(StoreError, match="invalid registry reference"):
+        Reference.parse(text)
+
+
+def test_insecure_hosts() -> None:
+    assert RegistryAuth(insecure_hosts=("*",)).insecure("any:1")
+    assert RegistryAuth(insecure_hosts=("a:1",)).insecure("a:1") and not RegistryAuth().insecure("a:1")
