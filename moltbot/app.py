@@ -28,6 +28,7 @@ from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.gateway.auth import AuthMiddleware, check_declared
 from moltbot.gateway.clients import parse_networks
 from moltbot.gateway.errors import install_error_handlers
+from moltbot.gateway.leases import ModelLeaseMiddleware
 from moltbot.gateway.limits import RequestLimitsMiddleware
 from moltbot.gateway.observe import ObserveMiddleware
 from moltbot.gateway.openapi import install_openapi
@@ -45,7 +46,7 @@ from moltbot.gateway.routes import (
 )
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager, WorkerFactory
-from moltbot.models.package import ModelKeys, decrypt_version, wipe
+from moltbot.models.package import ModelKeys, decrypt_version, sweep_decrypted, wipe
 from moltbot.models.store import ModelFormat, ModelSource, ModelStore, external_source, install_bundled
 from moltbot.monitor.metrics import AlertCollector, Metrics
 from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
@@ -188,6 +189,8 @@ def load_models(services: Services) -> None:
             install_bundled(services.store)
     except Exception:
         log.exception("could not place the bundled models in the model store")
+    if swept := sweep_decrypted(services.store.tmp):
+        log.warning("removed %d decrypted model folders left by an earlier process", swept)
     sources = services.store.active_sources()
     if settings.model_path is not None and (extra := external_source(settings.model_path)) is not None:
         sources = [s for s in sources if s.id != extra.id] + [extra]
@@ -252,6 +255,7 @@ def create_app(services: Services) -> FastAPI:
         settings.rate_limit_concurrent,
         settings.auth_failures_per_minute,
     )
+    app.add_middleware(ModelLeaseMiddleware, models=services.models)
     app.add_middleware(AuthMiddleware, keys=services.keys, routes=routes, limiter=RateLimiter(limits))
     app.add_middleware(
         RequestLimitsMiddleware,

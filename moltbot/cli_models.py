@@ -16,6 +16,7 @@ from moltbot.models.registry import Progress, RegistryAuth, Transfer, pull, push
 from moltbot.models.store import ModelStore, StoreError
 from moltbot.settings import Settings
 from moltbot.storage.crypto import CryptoError
+from moltbot.storage.files import write_atomic
 
 Table = Callable[[Sequence[Sequence[object]]], str]
 Verify = Callable[[argparse.Namespace], Any]
@@ -175,14 +176,15 @@ def cmd_encrypt(args: argparse.Namespace, _: Table) -> int:
 
 
 def _write_key(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
+    write_atomic(path, (text + "\n").encode(), mode=0o600)
 
 
 def cmd_key(args: argparse.Namespace, _: Table) -> int:
     from moltbot.models.package import decode_key, encode_key
 
+    if args.key_action in ("import", "export") and not args.file:
+        _err(f"error: `models key {args.key_action}` needs a key file")
+        return 2
     keys = _keys(Settings())
     if args.key_action == "create":
         key = keys.create(args.key_id)
@@ -190,7 +192,7 @@ def cmd_key(args: argparse.Namespace, _: Table) -> int:
             _write_key(Path(args.file), encode_key(key))
         _out(f"package key {args.key_id!r} created")
     elif args.key_action == "import":
-        keys.put(args.key_id, decode_key(Path(args.file).read_text()))
+        keys.put(args.key_id, decode_key(Path(args.file).read_text()), replace=args.force)
         _out(f"package key {args.key_id!r} imported")
     else:
         _write_key(Path(args.file), encode_key(keys.get(args.key_id)))
@@ -214,7 +216,11 @@ def _api(args: argparse.Namespace, verify: Verify, path: str, body: dict[str, An
     except httpx.HTTPError as exc:
         _err(f"cannot reach the server: {exc}")
         return 1
-    reply = response.json()
+    try:
+        reply = response.json()
+    except ValueError:
+        _err(f"error {response.status_code}: the server's answer is not JSON")
+        return 1
     if response.status_code != 200:
         _err(f"error {response.status_code}: {reply.get('error', {}).get('message', response.text)}")
         return 1
@@ -262,6 +268,7 @@ def add_parser(sub: Any, table: Table, verify: Verify) -> None:
     key.add_argument("key_action", choices=["create", "import", "export"])
     key.add_argument("key_id")
     key.add_argument("file", nargs="?", help="key file (base64)")
+    key.add_argument("--force", action="store_true", help="import over an existing key of that id")
     for name, text in (
         ("deploy", "switch a running server to a version"),
         ("rollback", "return to the previous version"),

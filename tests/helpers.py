@@ -65,7 +65,7 @@ def link_bundled_models(cache: Path, models_dir: Path) -> None:
     """Hard-link a once-made store of the bundled models into a fresh data directory (cheap, same
     bytes; the store replaces files rather than writing into them)."""
     install_bundled(ModelStore(cache))
-    ignore = shutil.ignore_patterns(".lock", ".tmp")
+    ignore = shutil.ignore_patterns(".lock", ".gc.lock", ".pin", ".tmp")
     shutil.copytree(cache, models_dir, copy_function=os.link, ignore=ignore, dirs_exist_ok=True)
 
 

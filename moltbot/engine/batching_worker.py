@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
-from moltbot.engine.errors import EngineBusyError, UnsupportedOperationError
+from moltbot.engine.errors import EngineBusyError, ModelNotReadyError, UnsupportedOperationError
 from moltbot.engine.kv_cache import HostKVCache
 from moltbot.engine.kv_disk import DiskKVCache
 from moltbot.engine.llama_model import LlamaModelFile
@@ -35,6 +35,7 @@ class BatchingWorker:
         self._limits = limits
         self._capacity = options.slots + limits.max_queue
         self._in_flight = 0
+        self._closed = False
         self._lock = threading.Lock()
         runner = LlamaRunner(model, options)
         scheduler = Scheduler(options.slots, options.batch_size)
@@ -91,6 +92,8 @@ class BatchingWorker:
 
     def _admit_many(self, n: int) -> None:
         with self._lock:
+            if self._closed:
+                raise ModelNotReadyError(f"this version of {self.info.id!r} was unloaded; retry", retry_after_s=1)
             if self._in_flight + n > self._capacity:
                 raise EngineBusyError(f"model {self.info.id!r} is busy; retry later", retry_after_s=1)
             self._in_flight += n
@@ -133,6 +136,8 @@ class BatchingWorker:
         raise UnsupportedOperationError(f"model {self.info.id!r} does not serve embeddings", param="model")
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._engine.close()
         self._runner.close()
         self._model.close()

@@ -40,7 +40,7 @@ from moltbot.engine.types import (
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'moltbot[hf]'"
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".ckpt"})
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def is_causal_lm_dir(path: Path) -> bool:

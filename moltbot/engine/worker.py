@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from moltbot.engine.backend import Backend
-from moltbot.engine.errors import EngineBusyError, RequestTimeoutError, UnsupportedOperationError
+from moltbot.engine.errors import (
+    EngineBusyError,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    UnsupportedOperationError,
+)
 from moltbot.engine.types import (
     Chunk,
     Completion,
@@ -59,6 +64,7 @@ class ModelWorker:
         self._limits = limits
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{backend.info.id}")
         self._admitted = 0
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -75,6 +81,8 @@ class ModelWorker:
 
     def _admit(self) -> None:
         with self._lock:
+            if self._closed:
+                raise ModelNotReadyError(f"this version of {self.info.id!r} was unloaded; retry", retry_after_s=1)
             if self._admitted >= self._limits.max_queue + 1:
                 raise EngineBusyError(f"model {self.info.id!r} is busy; retry later", retry_after_s=1)
             self._admitted += 1
@@ -163,5 +171,7 @@ class ModelWorker:
             cancel.set()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._backend.close()

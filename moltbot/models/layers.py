@@ -22,6 +22,7 @@ from moltbot.engine.gguf_check import gguf_tensors
 _GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
 _HF_BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+MAX_LAYER_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,7 +46,7 @@ def plan(root: Path, files: list[str]) -> list[Range]:
         elif name.endswith(".safetensors"):
             ranges.extend(_cut(name, size, *_safetensors_groups(path), "header"))
         else:
-            ranges.append(Range(name, 0, size, "file"))
+            ranges.extend(_split([Range(name, 0, size, "file")]))
     return ranges
 
 
@@ -60,7 +61,17 @@ def _cut(name: str, size: int, header_end: int, starts: list[tuple[int, str]], h
     for index, (start, group) in enumerate(bounds):
         end = bounds[index + 1][0] if index + 1 < len(bounds) else size
         ranges.append(Range(name, start, end - start, group))
-    return [r for r in ranges if r.size > 0] or [Range(name, 0, size, header)]
+    return _split([r for r in ranges if r.size > 0] or [Range(name, 0, size, header)])
+
+
+def _split(ranges: list[Range]) -> list[Range]:
+    """Groups larger than MAX_LAYER_BYTES in pieces: bounded memory per layer (and per AES-GCM message)."""
+    out = []
+    for r in ranges:
+        for index, start in enumerate(range(0, r.size, MAX_LAYER_BYTES)):
+            group = r.group if index == 0 else f"{r.group}.{index}"
+            out.append(Range(r.path, r.offset + start, min(MAX_LAYER_BYTES, r.size - start), group))
+    return out
 
 
 def _gguf_groups(path: Path) -> tuple[int, list[tuple[int, str]]]:

@@ -9,6 +9,8 @@ never serves; the old one stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import enum
 import logging
 import math
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -31,7 +34,7 @@ WorkerFactory = Callable[[ModelSource], Worker]
 # Told of every load attempt: model id, version, whether it succeeded, seconds it took.
 LoadObserver = Callable[[str, str, bool, float], None]
 SMOKE_TIMEOUT_S = 60.0
-DRAIN_GRACE_S = 1.0
+DRAIN_POLL_S = 0.05
 
 
 class LoadState(enum.StrEnum):
@@ -64,6 +67,12 @@ class ModelEntry:
     worker: Worker | None = None
     error: str = ""
     load_seconds: float = 0.0
+    leases: int = 0  # requests holding this version's worker (see `requests_scope`)
+    pin: Any = None  # the store's pin on this version while it is loaded
+
+
+# The entries a request has looked up, released when the request ends (set by `requests_scope`).
+_LEASES: contextvars.ContextVar[list[ModelEntry] | None] = contextvars.ContextVar("model_leases", default=None)
 
 
 @dataclass(slots=True, frozen=True)
@@ -166,6 +175,11 @@ class ModelManager:
             log.exception("model %s version %s failed to load", entry.source.id, entry.source.version)
         else:
             entry.state = LoadState.LOADED
+            if self.store is not None and entry.source.digest:
+                try:
+                    entry.pin = self.store.pin(entry.source.id, int(entry.source.version))
+                except (OSError, ValueError, EngineError):
+                    log.warning("model %s version %s could not be pinned", entry.source.id, entry.source.version)
         entry.load_seconds = time.perf_counter() - started
         if entry.state is LoadState.LOADED:
             log.info("model %s version %s loaded in %.2f s", entry.source.id, entry.source.version, entry.load_seconds)
@@ -173,15 +187,36 @@ class ModelManager:
             self.on_load(entry.source.id, entry.source.version, entry.state is LoadState.LOADED, entry.load_seconds)
 
     def get(self, model_id: str) -> Worker:
-        """The worker of a loaded model; raises ModelNotFoundError or ModelNotReadyError."""
+        """The worker of a loaded model; raises ModelNotFoundError or ModelNotReadyError. Inside
+        `requests_scope` the version stays loaded until the request ends, even if a deploy switches
+        to another version meanwhile."""
         entry = self._entries.get(model_id)
         if entry is None and not self._done.is_set():
             raise ModelNotReadyError("models are still loading", retry_after_s=5)
         if entry is None or entry.state is LoadState.FAILED:
             raise ModelNotFoundError(f"the model {model_id!r} does not exist", param="model")
-        if entry.worker is None:
+        worker = entry.worker
+        if worker is None:
             raise ModelNotReadyError(f"the model {model_id!r} is still loading", retry_after_s=5)
-        return entry.worker
+        held = _LEASES.get()
+        if held is not None:
+            with self._lock:
+                entry.leases += 1
+            held.append(entry)
+        return worker
+
+    @contextlib.contextmanager
+    def requests_scope(self) -> Any:
+        """Around one request: the versions it looks up are released when it ends."""
+        held: list[ModelEntry] = []
+        token = _LEASES.set(held)
+        try:
+            yield
+        finally:
+            _LEASES.reset(token)
+            with self._lock:
+                for entry in held:
+                    entry.leases -= 1
 
     # -- blue-green ------------------------------------------------------------------------------
 
@@ -223,36 +258,59 @@ class ModelManager:
                     f"version and {have >> 20} MiB are available; deploy in place to unload the serving "
                     "version first (requests get 503 while it loads)"
                 )
+        placeholder = ModelEntry(source)
         if serving is not None and in_place:
-            self._entries[name] = ModelEntry(source)  # requests get 503 "still loading" meanwhile
-            await asyncio.to_thread(self._drain_and_close, serving)
+            self._entries[name] = placeholder  # requests get 503 "still loading" meanwhile
         entry = ModelEntry(source)
-        await asyncio.to_thread(self._load, entry)
-        load_seconds = entry.load_seconds
-        smoke_started = time.perf_counter()
-        failure = entry.error if entry.worker is None else await self._smoke(entry)
-        if failure:
-            if entry.worker is not None:
-                await asyncio.to_thread(entry.worker.close)
+        switched_in = False
+        try:
             if serving is not None and in_place:
-                restored = ModelEntry(serving.source)
-                await asyncio.to_thread(self._load, restored)
-                self._entries[name] = restored
-            elif serving is None:
-                self._entries[name] = entry
-            entry.state, entry.error = LoadState.FAILED, failure
-            kept = f"; still serving version {previous}" if previous is not None else ""
-            raise DeployError(f"version {source.version} of {name!r} was not deployed: {failure}{kept}")
-        smoke_seconds = time.perf_counter() - smoke_started
-        self._entries[name] = entry  # the switch: new requests go to the new version from here
+                await asyncio.to_thread(self._drain_and_close, serving)
+            await asyncio.to_thread(self._load, entry)
+            smoke_started = time.perf_counter()
+            failure = entry.error if entry.worker is None else await self._smoke(entry)
+            if not failure:
+                try:  # the store names what serves before the switch: a restart serves the same
+                    await asyncio.to_thread(store.set_active, name, int(source.version))
+                except (EngineError, OSError) as exc:
+                    failure = f"the store could not record it ({getattr(exc, 'message', type(exc).__name__)})"
+            if failure:
+                entry.state, entry.error = LoadState.FAILED, failure
+                kept = await self._after_failure(name, serving if in_place else None, entry)
+                raise DeployError(f"version {source.version} of {name!r} was not deployed: {failure}{kept}")
+            smoke_seconds = time.perf_counter() - smoke_started
+            self._entries[name] = entry  # the switch: new requests go to the new version from here
+            switched_in = True
+        finally:
+            if not switched_in:
+                await asyncio.to_thread(self._unload, entry)
+                if self._entries.get(name) is placeholder:  # interrupted (cancelled) mid-way
+                    self._entries[name] = ModelEntry(source, LoadState.FAILED, error="the deploy was interrupted")
         switched = time.perf_counter() - started
         log.info("model %s: switched from version %s to %s in %.2f s", name, previous, source.version, switched)
         if serving is not None and not in_place:
             self._retire(serving)
-        await asyncio.to_thread(store.set_active, name, int(source.version))
         protect = frozenset({int(source.version)} | ({int(previous)} if previous and previous.isdigit() else set()))
-        await asyncio.to_thread(store.prune, name, protect)
-        return DeployResult(name, previous, source.version, load_seconds, smoke_seconds, switched)
+        try:
+            await asyncio.to_thread(store.prune, name, protect)
+        except (EngineError, OSError):
+            log.exception("model %s: pruning old versions failed", name)
+        return DeployResult(name, previous, source.version, entry.load_seconds, smoke_seconds, switched)
+
+    async def _after_failure(self, name: str, unloaded: ModelEntry | None, failed: ModelEntry) -> str:
+        """After a failed deploy: reload a version unloaded for an in-place deploy; what now serves."""
+        current = self._entries.get(name)
+        if unloaded is not None:
+            restored = ModelEntry(unloaded.source)
+            await asyncio.to_thread(self._load, restored)
+            self._entries[name] = restored
+            if restored.state is LoadState.LOADED:
+                return f"; version {restored.source.version} serves again"
+            return f"; version {restored.source.version} could not be reloaded either: {restored.error}"
+        if current is None or current.worker is None:
+            self._entries[name] = failed  # nothing served before: the model shows as failed
+            return ""
+        return f"; still serving version {current.source.version}"
 
     async def _smoke(self, entry: ModelEntry) -> str:
         """An empty string when the new worker answers a tiny request sensibly, else what went wrong."""
@@ -286,26 +344,30 @@ class ModelManager:
         threading.Thread(target=self._drain_and_close, args=(entry,), name="model-drain", daemon=True).start()
 
     def _drain_and_close(self, entry: ModelEntry) -> None:
-        """Wait until the old version has no request left (a grace second first: a request may hold
-        the worker between looking it up and being admitted), then close it."""
+        """Wait until no request holds the old version (looked up, admitted or streaming), then close it."""
         worker = entry.worker
         deadline = time.monotonic() + self._drain_timeout_s
-        time.sleep(DRAIN_GRACE_S)
-        while worker is not None and worker.queue_depth > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while worker is not None and (entry.leases > 0 or worker.queue_depth > 0) and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
         if worker is not None:
-            worker.close()
             log.info("model %s version %s unloaded", entry.source.id, entry.source.version)
-        entry.worker = None
+        self._unload(entry)
         with self._lock:
             self._retiring = [r for r in self._retiring if r.entry is not entry]
 
+    @staticmethod
+    def _unload(entry: ModelEntry) -> None:
+        worker, entry.worker = entry.worker, None
+        if worker is not None:
+            worker.close()
+        if entry.pin is not None:
+            entry.pin.release()
+            entry.pin = None
+
     def close(self) -> None:
         for entry in self._entries.values():
-            if entry.worker is not None:
-                entry.worker.close()
+            self._unload(entry)
         with self._lock:
             retiring, self._retiring = self._retiring, []
         for item in retiring:
-            if item.entry.worker is not None:
-                item.entry.worker.close()
+            self._unload(item.entry)

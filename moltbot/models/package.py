@@ -92,9 +92,11 @@ class ModelKeys:
             )
         return self._vault.decrypt(path.read_bytes(), "model_keys", "key", key_id)
 
-    def put(self, key_id: str, key: bytes) -> None:
+    def put(self, key_id: str, key: bytes, *, replace: bool = False) -> None:
         if len(key) != _KEY_BYTES:
             raise PackageKeyError("a package key is 32 bytes")
+        if self.has(key_id) and not replace:
+            raise PackageKeyError(f"the package key {key_id!r} exists already (replace it with --force)")
         self._folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self._path(key_id), self._vault.encrypt(key, "model_keys", "key", key_id), mode=0o600)
 
@@ -171,6 +173,11 @@ def _open_config(store: ModelStore, version: Version, key: bytes) -> tuple[dict[
         raise PackageKeyError(f"the key {version.key_id!r} does not open this package") from None
     opened = json.loads(secret)
     layers: list[dict[str, Any]] = opened["layers"]
+    sealed_files = [(f["path"], f["size"]) for f in opened["config"]["files"]]
+    if public.get("format") != opened["config"]["format"] or sealed_files != [
+        (f["path"], f["size"]) for f in public["files"]
+    ]:
+        raise StoreError("the package's public config does not match its sealed one; refused")
     if [x["digest"] for x in manifest["layers"]] != [x["digest"] for x in layers]:
         raise StoreError("the package's manifest does not match its sealed layer list; refused")
     for layer, entry in zip(manifest["layers"], layers, strict=True):
@@ -210,6 +217,17 @@ def decrypt_version(store: ModelStore, version: Version, key: bytes) -> Path:
         wipe(folder)
         raise
     return folder
+
+
+def sweep_decrypted(store_tmp: Path) -> int:
+    """Remove decrypted folders a killed process left (on /dev/shm and in the store); how many."""
+    removed = 0
+    for base in (Path("/dev/shm"), store_tmp):  # noqa: S108 - our own prefix, our own uid only
+        for folder in base.glob("moltbot-decrypt-*") if base.is_dir() else ():
+            if folder.is_dir() and folder.stat().st_uid == os.getuid():
+                wipe(folder)
+                removed += 1
+    return removed
 
 
 def wipe(folder: Path) -> None:

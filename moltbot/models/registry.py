@@ -8,15 +8,16 @@ digest before it enters the store; a blob download interrupted midway resumes wi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -56,7 +57,7 @@ class Reference:
 @dataclass(slots=True, frozen=True)
 class RegistryAuth:
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     ca_file: Path | None = None
     insecure_hosts: tuple[str, ...] = ()  # "*" for every registry
 
@@ -103,18 +104,26 @@ class RegistryClient:
 
     # -- transport -------------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, *, stream: bool = False, follow: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One request to the registry. Credentials go only to the registry's own origin; with `follow`,
+        redirects (blob storage) are followed, and httpx drops the credentials on another origin."""
         if not url.startswith("http"):
             url = self._base + url
+        own = httpx.URL(url).copy_with(path="/", query=None, fragment=None) == httpx.URL(self._base + "/")
         headers = dict(kwargs.pop("headers", {}))
         for attempt in range(2):
-            if self._authorization:
+            if self._authorization and own:
                 headers["Authorization"] = self._authorization
             try:
                 request = self._http.build_request(method, url, headers=headers, **kwargs)
-                response = self._http.send(request, stream=stream)
+                response = self._http.send(request, stream=stream, follow_redirects=follow)
             except httpx.TransportError as exc:
                 raise RegistryError(f"cannot reach the registry {self._host}: {type(exc).__name__}") from exc
+            if response.url.scheme != "https" and not self._auth.insecure(response.url.netloc.decode()):
+                response.close()
+                raise RegistryError(f"the registry {self._host} sent us to plain HTTP; refused")
             if response.status_code != 401 or attempt == 1:
                 break
             response.close()
@@ -141,16 +150,22 @@ class RegistryClient:
             )
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.pop("realm", "")
-        if not realm.startswith(("https://", "http://")):
+        realm_url = httpx.URL(realm) if realm.startswith(("https://", "http://")) else None
+        if realm_url is None:
             raise RegistryError(f"the registry {self._host} sent a token challenge without a realm")
+        if realm_url.scheme != "https" and not self._auth.insecure(realm_url.netloc.decode()):
+            raise RegistryError(f"the registry's token service is plain HTTP ({realm_url.host}); refused")
         try:
             reply = self._http.get(realm, params=params, auth=basic if self._auth.username else None)
         except httpx.TransportError as exc:
             raise RegistryError(f"cannot reach the registry's token service: {type(exc).__name__}") from exc
         if reply.status_code != 200:
             raise RegistryError(f"the registry's token service refused the credentials ({reply.status_code})")
-        body = reply.json()
-        token = body.get("token") or body.get("access_token")
+        try:
+            body = reply.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
         if not isinstance(token, str) or not token:
             raise RegistryError("the registry's token service sent no token")
         self._authorization = f"Bearer {token}"
@@ -160,23 +175,34 @@ class RegistryClient:
         if response.status_code >= 400:
             detail = ""
             try:
+                response.read()
                 errors = response.json().get("errors") or []
                 detail = ": " + "; ".join(str(e.get("message", e.get("code", ""))) for e in errors)[:300]
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, httpx.HTTPError):
                 pass
+            finally:
+                response.close()
             raise RegistryError(f"{what} failed with HTTP {response.status_code}{detail}")
 
     # -- the distribution API --------------------------------------------------------------------
 
     def get_manifest(self, ref: Reference) -> tuple[bytes, str]:
         url = f"/v2/{ref.repository}/manifests/{ref.reference}"
-        response = self._send("GET", url, headers={"Accept": MANIFEST_MEDIA_TYPE})
+        response = self._send("GET", url, stream=True, headers={"Accept": MANIFEST_MEDIA_TYPE})
         if response.status_code == 404:
+            response.close()
             raise StoreError(f"{ref} does not exist in the registry")
         self._check(response, f"fetching the manifest of {ref}")
-        body = response.content
-        if len(body) > _MAX_MANIFEST:
-            raise RegistryError("the manifest is too large")
+        try:
+            body = b""
+            for chunk in response.iter_bytes(64 * 1024):
+                body += chunk
+                if len(body) > _MAX_MANIFEST:
+                    raise RegistryError("the manifest is too large")
+        except httpx.TransportError as exc:
+            raise RegistryError(f"the manifest of {ref} broke off: {type(exc).__name__}") from exc
+        finally:
+            response.close()
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         expected = (
             ref.reference if ref.reference.startswith("sha256:") else response.headers.get("docker-content-digest")
@@ -223,34 +249,54 @@ class RegistryClient:
     def fetch_blob(
         self, repository: str, digest: str, size: int, store: ModelStore, progress: Progress | None = None
     ) -> int:
-        """Download a blob into the store (resuming a partial file); return the bytes downloaded."""
+        """Download a blob into the store (resuming a partial file); return the bytes downloaded. The
+        partial file is locked while it grows: a second pull of the same blob waits, then finds it."""
         partial = store.partial_path(digest)
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > size:
-            partial.unlink()
-            have = 0
+        with partial.open("ab") as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+            if store.has_blob(digest):  # another process finished it while we waited
+                partial.unlink(missing_ok=True)
+                return 0
+            have = out.tell()
+            if have > size:
+                out.truncate(0)
+                have = 0
+            moved = self._download(repository, digest, size, out, have=have, progress=progress) if have < size else 0
+            store.commit_partial(digest, size)
+        return moved
+
+    def _download(
+        self, repository: str, digest: str, size: int, out: BinaryIO, *, have: int, progress: Progress | None
+    ) -> int:
         moved = 0
-        if have < size:
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            response = self._send("GET", f"/v2/{repository}/blobs/{digest}", stream=True, headers=headers)
-            try:
-                self._check(response, f"downloading blob {digest}")
-                mode = "ab" if response.status_code == 206 else "wb"
-                if progress is not None and mode == "ab":
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        url = f"/v2/{repository}/blobs/{digest}"
+        response = self._send("GET", url, stream=True, follow=True, headers=headers)
+        try:
+            self._check(response, f"downloading blob {digest}")
+            resumed = response.status_code == 206
+            if resumed and not response.headers.get("content-range", "").startswith(f"bytes {have}-"):
+                raise RegistryError(f"the registry answered a resumed download of {digest} with other bytes")
+            if response.status_code not in (200, 206):
+                raise RegistryError(f"downloading blob {digest} answered HTTP {response.status_code}")
+            if resumed:
+                if progress is not None:
                     progress(have)
-                with partial.open(mode) as out:
-                    for chunk in response.iter_bytes(_CHUNK):
-                        if out.tell() + len(chunk) > size:
-                            raise RegistryError(f"blob {digest} is larger than its manifest says; refused")
-                        out.write(chunk)
-                        moved += len(chunk)
-                        if progress is not None:
-                            progress(len(chunk))
-            except httpx.TransportError as exc:
-                raise RegistryError(f"the download of {digest} broke off: {type(exc).__name__}") from exc
-            finally:
-                response.close()
-        store.commit_partial(digest, size)
+            else:
+                out.truncate(0)  # the whole blob again ("ab": writes land at the end)
+            for chunk in response.iter_bytes(_CHUNK):
+                if out.tell() + len(chunk) > size:
+                    out.truncate(0)
+                    raise RegistryError(f"blob {digest} is larger than its manifest says; refused")
+                out.write(chunk)
+                moved += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            out.flush()
+        except httpx.TransportError as exc:
+            raise RegistryError(f"the download of {digest} broke off: {type(exc).__name__}") from exc
+        finally:
+            response.close()
         return moved
 
 
@@ -275,7 +321,7 @@ def pull(
     target = check_name(name or ref.repository.rsplit("/", 1)[-1])
     started = time.perf_counter()
     result = Transfer()
-    with RegistryClient(ref.host, auth) as client:
+    with RegistryClient(ref.host, auth) as client, store.writing():
         body, digest = client.get_manifest(ref)
         try:
             manifest = json.loads(body)
@@ -286,15 +332,20 @@ def pull(
             raise RegistryError(f"{ref}: malformed manifest") from exc
         if not 0 <= blobs[0][1] <= _MAX_MANIFEST:
             raise RegistryError(f"{ref}: implausible config size")
-        missing = [(d, s) for d, s in dict.fromkeys(blobs) if not store.has_blob(d)]
+        # The config first, so that the whole manifest is checked before any layer moves.
+        if not store.has_blob(blobs[0][0]):
+            result.bytes_moved += client.fetch_blob(ref.repository, blobs[0][0], blobs[0][1], store)
+            result.layers_moved += 1
+        store.check_manifest(body)
+        missing = [(d, s) for d, s in dict.fromkeys(layer_refs) if not store.has_blob(d)]
         total = sum(s for _, s in missing)
         callback = progress(total, len(missing)) if progress is not None else None
         for blob_digest, size in missing:
             result.bytes_moved += client.fetch_blob(ref.repository, blob_digest, size, store, callback)
             result.layers_moved += 1
         result.bytes_reused = sum(s for d, s in layer_refs if (d, s) not in missing)
-        result.layers_reused = len(layer_refs) - sum(1 for d, _ in layer_refs if (d, _) in missing)
-    result.version = store.install(target, body, origin=f"pull:{ref}", activate=activate)
+        result.layers_reused = sum(1 for d, s in layer_refs if (d, s) not in missing)
+        result.version = store.install(target, body, origin=f"pull:{ref}", activate=activate)
     result.digest = digest
     result.seconds = time.perf_counter() - started
     return result

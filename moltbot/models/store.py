@@ -26,18 +26,20 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from moltbot.engine.bert_backend import is_bert_dir
 from moltbot.engine.errors import EngineError, ModelLoadError
 from moltbot.engine.gguf_check import validate_gguf
+from moltbot.engine.hf_backend import PICKLE_SUFFIXES, is_causal_lm_dir
 from moltbot.models import layers
-from moltbot.storage.files import write_atomic
+from moltbot.storage.files import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ ANNOTATION_GROUP = "org.moltbot.group"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _CHUNK = 1 << 20
+_MAX_LAYERS = 10_000
+_MAX_SIZE = 1 << 42
 
 
 class ModelFormat(enum.StrEnum):
@@ -148,16 +151,20 @@ def sha256_file(path: Path, offset: int = 0, size: int | None = None) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Pin:
+    """A loaded version's hold on its directory."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle: TextIO | None = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class ModelStore:
@@ -166,6 +173,7 @@ class ModelStore:
     def __init__(self, root: Path, keep: int = DEFAULT_KEEP) -> None:
         self.root = root
         self.keep = max(1, keep)
+        self._held = threading.local()
         self.blobs = root / "blobs" / "sha256"
         self.library = root / "library"
         self.tmp = root / ".tmp"
@@ -176,12 +184,57 @@ class ModelStore:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        """The store's write lock (re-entrant within a thread: flock on a second descriptor would wait
+        for the first)."""
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._held.depth = depth
+            return
         with (self.root / ".lock").open("a") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held (shared) by a pull or import from its first blob to its version: `gc` (exclusive) waits
+        for it rather than removing blobs no version references yet."""
+        with (self.root / ".gc.lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
             try:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def pin(self, name: str, number: int) -> Pin:
+        """Keep a version from being pruned or removed while a server has it loaded (shared flock on its
+        pin file; released by `Pin.release` or when the process ends)."""
+        folder = self.library / check_name(name) / str(number)
+        handle = (folder / ".pin").open("a")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        return Pin(handle)
+
+    @staticmethod
+    def _pinned(folder: Path) -> bool:
+        try:
+            handle = (folder / ".pin").open("a")
+        except OSError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
 
     # -- blobs -----------------------------------------------------------------------------------
 
@@ -216,19 +269,27 @@ class ModelStore:
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, self.blob_path(digest))
-        _fsync_dir(self.blobs)
+        fsync_dir(self.blobs)
 
     def _put_range(self, source: Path, offset: int, size: int) -> str:
-        digest = sha256_file(source, offset, size)
-        if self.has_blob(digest):
-            return digest
+        """A byte range of a file as a blob, named by the digest of the bytes actually copied."""
+        hasher = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="import-", delete=False) as out:
-            with source.open("rb") as handle:
-                handle.seek(offset)
-                _copy(handle, out, size)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(out.name, self.blob_path(digest))
+            try:
+                with source.open("rb") as handle:
+                    handle.seek(offset)
+                    _copy(handle, out, size, hasher)
+                out.flush()
+                os.fsync(out.fileno())
+            except BaseException:
+                Path(out.name).unlink(missing_ok=True)
+                raise
+        digest = "sha256:" + hasher.hexdigest()
+        if self.has_blob(digest):
+            Path(out.name).unlink()
+        else:
+            os.replace(out.name, self.blob_path(digest))
+            fsync_dir(self.blobs)
         return digest
 
     # -- versions --------------------------------------------------------------------------------
@@ -288,14 +349,14 @@ class ModelStore:
 
     def set_active(self, name: str, number: int) -> None:
         """Point `name` at version `number` (which must exist) and record it in the history."""
-        self.version(name, number)
         folder = self.library / name
         with self.locked():
+            self.version(name, number)
             if self.active(name) == number:
                 return
             history = [*[n for n in self.history(name) if n != number][-16:], number]
-            write_atomic(folder / "history", "\n".join(map(str, history)).encode() + b"\n")
             write_atomic(folder / "active", f"{number}\n".encode())
+            write_atomic(folder / "history", "\n".join(map(str, history)).encode() + b"\n")
 
     def previous(self, name: str) -> int | None:
         """The version active before the current one, if it is still in the store."""
@@ -312,7 +373,8 @@ class ModelStore:
     def source(self, name: str, number: int | None = None) -> ModelSource:
         version = self.version(name, number)
         files = self.files_path(version)
-        path = files / version.files[0] if version.format is ModelFormat.GGUF else files
+        gguf = next((f for f in version.files if f.endswith(".gguf")), "")
+        path = files / gguf if version.format is ModelFormat.GGUF else files
         return ModelSource(
             name, path, version.format, str(version.number), version.manifest, version.size_bytes, version.key_id
         )
@@ -342,6 +404,10 @@ class ModelStore:
     def import_path(self, name: str, path: Path, *, origin: str = "", activate: bool = True) -> Version:
         """Add a GGUF file or a HuggingFace directory as the next version of `name`."""
         check_name(name)
+        with self.writing():
+            return self._import(name, path, origin, activate)
+
+    def _import(self, name: str, path: Path, origin: str, activate: bool) -> Version:
         fmt, root, files = inspect_model(path)
         ranges = layers.plan(root, files)
         layer_entries = []
@@ -392,15 +458,14 @@ class ModelStore:
                 write_atomic(build / "version.json", json.dumps(version.to_json(), indent=1).encode())
                 (self.library / name).mkdir(exist_ok=True, mode=0o700)
                 os.rename(build, self.library / name / str(number))
-                _fsync_dir(self.library / name)
+                fsync_dir(self.library / name)
             except BaseException:
                 shutil.rmtree(build, ignore_errors=True)
                 raise
         log.info("model %s: version %d installed (%s, %d bytes)", name, number, origin, size)
         if activate or self.active(name) is None:
             self.set_active(name, number)
-        with self.locked():
-            self.prune(name)
+        self.prune(name)
         return version
 
     def check_manifest(self, manifest_bytes: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -413,16 +478,34 @@ class ModelStore:
             if config_ref.get("mediaType") != CONFIG_MEDIA_TYPE:
                 raise StoreError("the manifest's config is not a Moltbot model config")
             config: dict[str, Any] = json.loads(self.read_blob(check_digest(config_ref["digest"])))
-            ModelFormat(config["format"])
-            files = [check_relative_path(str(entry["path"])) for entry in config["files"]]
-            if not files or len(set(files)) != len(files):
+            fmt = ModelFormat(config["format"])
+            encrypted = config.get("encryption") is not None
+            if encrypted and not isinstance(config["encryption"], dict):
+                raise StoreError("malformed encryption section")
+            sizes: dict[str, int] = {}
+            for entry in config["files"]:
+                path = check_relative_path(str(entry["path"]))
+                if path.lower().endswith((*PICKLE_SUFFIXES, ".py")):
+                    raise StoreError(f"{path}: pickle weights and code are refused in a model package")
+                if not encrypted:
+                    check_digest(entry["digest"])
+                sizes[path] = _size_field(entry["size"])
+            if not sizes or len(sizes) != len(config["files"]):
                 raise StoreError("the model lists no files, or a file twice")
+            if fmt is ModelFormat.GGUF and sum(p.endswith(".gguf") for p in sizes) != 1:
+                raise StoreError("a GGUF model holds exactly one .gguf file")
+            if not 0 < len(manifest["layers"]) <= _MAX_LAYERS:
+                raise StoreError(f"a model has 1 to {_MAX_LAYERS} layers")
+            # The layers of a file add up to it (each ciphertext is its plaintext and a 16-byte tag).
+            left = dict(sizes)
             for layer in manifest["layers"]:
                 check_digest(layer["digest"])
-                if int(layer["size"]) < 0:
-                    raise StoreError("negative layer size")
-                if check_relative_path(str(layer["annotations"][ANNOTATION_FILE])) not in files:
+                path = check_relative_path(str(layer["annotations"][ANNOTATION_FILE]))
+                if path not in left:
                     raise StoreError("a layer names a file the model does not list")
+                left[path] -= _size_field(layer["size"]) - (16 if encrypted else 0)
+            if any(left.values()):
+                raise StoreError("the layers of a file do not add up to its size")
         except StoreError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -460,24 +543,31 @@ class ModelStore:
             if not versions:
                 raise UnknownModelError(f"the model {name!r} does not exist")
             if number is None:
+                if any(self._pinned(self.library / name / str(v.number)) for v in versions):
+                    raise StoreError(f"the model {name!r} is loaded by a running server")
                 shutil.rmtree(self.library / name)
                 return [v.number for v in versions]
             self.version(name, number)
             if self.active(name) == number:
                 raise StoreError(f"version {number} of {name!r} is active; deploy another version first")
+            if self._pinned(self.library / name / str(number)):
+                raise StoreError(f"version {number} of {name!r} is loaded by a running server")
             shutil.rmtree(self.library / name / str(number))
             return [number]
 
     def prune(self, name: str, protect: frozenset[int] = frozenset()) -> list[int]:
-        """Keep the newest `keep` versions (the active one and `protect` always); remove the rest."""
-        versions = self.versions(name)
-        active = self.active(name)
-        kept = {v.number for v in versions[-self.keep :]} | protect | ({active} if active else set())
+        """Keep the newest `keep` versions (the active one, `protect` and versions a server has loaded
+        always); remove the rest."""
         removed = []
-        for version in versions:
-            if version.number not in kept:
-                shutil.rmtree(self.library / name / str(version.number), ignore_errors=True)
-                removed.append(version.number)
+        with self.locked():
+            versions = self.versions(name)
+            active = self.active(name)
+            kept = {v.number for v in versions[-self.keep :]} | protect | ({active} if active else set())
+            for version in versions:
+                folder = self.library / name / str(version.number)
+                if version.number not in kept and not self._pinned(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(version.number)
         if removed:
             log.info("model %s: removed old versions %s (keeping %d)", name, removed, self.keep)
         return removed
@@ -485,7 +575,8 @@ class ModelStore:
     def gc(self, max_partial_age_s: float = 24 * 3600) -> int:
         """Remove blobs no version uses, builds left by a killed process, stale partials; bytes freed."""
         freed = 0
-        with self.locked():
+        with (self.root / ".gc.lock").open("a") as writers, self.locked():
+            fcntl.flock(writers.fileno(), fcntl.LOCK_EX)  # no pull or import is between blobs and version
             referenced: set[str] = set()
             for name in self.names():
                 for version in self.versions(name):
@@ -504,10 +595,16 @@ class ModelStore:
             for entry in self.tmp.iterdir():
                 stale = now - entry.stat().st_mtime > max_partial_age_s
                 done = entry.name.endswith(".partial") and (self.blobs / entry.name.removesuffix(".partial")).exists()
-                if entry.name.startswith(("build-", "import-", "decrypt-")) or stale or done:
+                if entry.name.startswith(("build-", "import-")) or stale or done:
                     freed += _size(entry)
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         return freed
+
+
+def _size_field(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= _MAX_SIZE:
+        raise StoreError(f"invalid size {value!r} in a model manifest")
+    return value
 
 
 def layer_descriptor(
@@ -549,7 +646,7 @@ def inspect_model(path: Path) -> tuple[ModelFormat, Path, list[str]]:
         relative = entry.relative_to(path).as_posix()
         if any(part.startswith(".") for part in relative.split("/")):
             continue
-        if entry.suffix.lower() in _PICKLE_SUFFIXES:
+        if entry.suffix.lower() in PICKLE_SUFFIXES:
             raise StoreError(
                 f"{relative}: pickle weights are refused (they can run code when loaded); convert the model "
                 "to safetensors"
@@ -558,20 +655,19 @@ def inspect_model(path: Path) -> tuple[ModelFormat, Path, list[str]]:
             files.append(check_relative_path(relative))
     if is_bert_dir(path):
         return ModelFormat.HF_BERT, path, files
-    from moltbot.engine.hf_backend import is_causal_lm_dir
-
     if is_causal_lm_dir(path):
         return ModelFormat.HF_CAUSAL, path, files
     raise StoreError(f"{path.name}: not a supported model directory (config.json and *.safetensors expected)")
 
 
-def _copy(source: BinaryIO, target: Any, size: int) -> None:
+def _copy(source: BinaryIO, target: Any, size: int, hasher: Any) -> None:
     left = size
     while left > 0:
         chunk = source.read(min(_CHUNK, left))
         if not chunk:
             raise StoreError("the file shrank while it was read")
         target.write(chunk)
+        hasher.update(chunk)
         left -= len(chunk)
 
 

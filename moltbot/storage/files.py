@@ -24,8 +24,13 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         Path(tmp).unlink(missing_ok=True)
         raise
     if durable:
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in `path` durable."""
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

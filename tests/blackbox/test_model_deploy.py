@@ -135,7 +135,8 @@ def test_encrypted_package_round_trip(make_data_dir: Callable[..., Path], regist
             cli_ok(runner, "models", "key", "import", "team-k1", str(wrong))
             refused = client.post("/v1/admin/models/secret-gemma/deploy", json={})
             assert refused.status_code == 422 and "does not open this package" in refused.text
-            cli_ok(runner, "models", "key", "import", "team-k1", str(key_file))
+            assert "exists already" in cli_fails(runner, "models", "key", "import", "team-k1", str(key_file))
+            cli_ok(runner, "models", "key", "import", "team-k1", str(key_file), "--force")
             deployed = client.post("/v1/admin/models/secret-gemma/deploy", json={})
             assert deployed.status_code == 200, deployed.text
             body = {"model": "secret-gemma", "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}

@@ -12,7 +12,6 @@ from moltbot.engine.backend import Worker
 from moltbot.engine.errors import ModelLoadError
 from moltbot.engine.types import SamplingParams
 from moltbot.engine.worker import ModelWorker, WorkerLimits
-from moltbot.models import manager as manager_module
 from moltbot.models.manager import (
     DeployConflictError,
     DeployError,
@@ -60,11 +59,6 @@ def store(tmp_path: Path) -> ModelStore:
     for seed in range(3):
         store.import_path("m", bert_dir(tmp_path / f"v{seed}", seed=seed), activate=seed == 0)
     return store
-
-
-@pytest.fixture(autouse=True)
-def quick_drain(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(manager_module, "DRAIN_GRACE_S", 0.05)
 
 
 def start(store: ModelStore, factory: Factory, memory: int = 1 << 40) -> ModelManager:
@@ -146,4 +140,23 @@ def test_rollback_conflicts_and_unknowns(store: ModelStore) -> None:
 
     outcomes = asyncio.run(two_at_once())
     assert sum(isinstance(o, DeployConflictError) for o in outcomes) == 1
+    manager.close()
+
+
+def test_a_version_looked_up_by_a_request_stays_loaded_until_the_request_ends(store: ModelStore) -> None:
+    factory = Factory()
+    manager = start(store, factory)
+
+    async def scenario() -> None:
+        with manager.requests_scope():
+            old = manager.get("m")  # looked up, not admitted yet (say, still tokenizing)
+            await manager.deploy("m", 2)
+            await asyncio.sleep(0.3)
+            assert "1" not in factory.closed
+            done = await old.generate(PROMPT, SamplingParams(max_tokens=3))
+            assert done.completion_tokens == 3
+        assert manager.get("m") is factory.built["2"]
+
+    asyncio.run(scenario())
+    wait_closed(factory, "1")
     manager.close()

@@ -179,3 +179,62 @@ def test_a_reordered_encrypted_manifest_is_refused(tmp_path: Path, keys: ModelKe
     )
     with pytest.raises(StoreError, match="does not match its sealed layer list"):
         decrypt_version(store, forged, key)
+
+
+def test_a_version_a_server_has_loaded_is_neither_pruned_nor_removed(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", keep=1)
+    store.import_path("enc", bert_dir(tmp_path / "a"))
+    pin = store.pin("enc", 1)
+    store.import_path("enc", bert_dir(tmp_path / "b", seed=1))  # active: 2; 1 is past keep but loaded
+    assert [v.number for v in store.versions("enc")] == [1, 2]
+    with pytest.raises(StoreError, match="loaded by a running server"):
+        store.remove("enc", 1)
+    pin.release()
+    store.import_path("enc", bert_dir(tmp_path / "c", seed=2))
+    assert [v.number for v in store.versions("enc")] == [3]
+
+
+def test_manifests_whose_sizes_do_not_add_up_are_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    version = store.import_path("enc", bert_dir(tmp_path / "a"))
+    manifest = store.manifest(version)
+    config_ref = manifest["config"]
+
+    def refused(layers: list[dict[str, object]], match: str) -> None:
+        with pytest.raises(StoreError, match=match):
+            store.check_manifest(build_manifest(config_ref["digest"], config_ref["size"], layers))
+
+    first = manifest["layers"][0]
+    refused([*manifest["layers"], first], "do not add up")  # a layer listed twice
+    refused([{**first, "size": 1.5}, *manifest["layers"][1:]], "invalid size")
+    refused([{**first, "size": True}, *manifest["layers"][1:]], "invalid size")
+    refused([first] * 10_001, "1 to 10000 layers")
+
+
+def test_large_groups_are_cut_into_bounded_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers, "MAX_LAYER_BYTES", 1000)
+    model = bert_dir(tmp_path / "m")
+    ranges = layers.plan(model, ["model.safetensors"])
+    assert max(r.size for r in ranges) <= 1000
+    data = (model / "model.safetensors").read_bytes()
+    assert b"".join(data[r.offset : r.offset + r.size] for r in ranges) == data
+    store = ModelStore(tmp_path / "store")
+    version = store.import_path("enc", model)
+    assert (store.source("enc", version.number).path / "model.safetensors").read_bytes() == data
+
+
+def test_an_encrypted_package_whose_public_config_lies_is_refused(tmp_path: Path, keys: ModelKeys) -> None:
+    store = ModelStore(tmp_path / "store")
+    one = store.import_path("enc", bert_dir(tmp_path / "a"))
+    key = keys.create("k1")
+    sealed = encrypt_version(store, one, key, "k1", "sealed")
+    manifest = store.manifest(sealed)
+    public = store.config(manifest)
+    public["files"] = list(reversed(public["files"]))
+    body = json.dumps(public).encode()
+    manifest["config"] = {**manifest["config"], "digest": store.put_blob(body), "size": len(body)}
+    forged = store.install(
+        "forged", build_manifest(manifest["config"]["digest"], len(body), manifest["layers"]), origin="t"
+    )
+    with pytest.raises(StoreError, match="public config does not match"):
+        decrypt_version(store, forged, key)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+from pathlib import Path
 
 import httpx
 import pytest
 
 from moltbot.models.registry import Reference, RegistryAuth, RegistryClient, RegistryError
-from moltbot.models.store import StoreError
+from moltbot.models.store import ModelStore, StoreError
 
 MANIFEST = b'{"schemaVersion": 2}'
 
@@ -87,3 +89,37 @@ def test_bad_references(text: str) -> None:
 def test_insecure_hosts() -> None:
     assert RegistryAuth(insecure_hosts=("*",)).insecure("any:1")
     assert RegistryAuth(insecure_hosts=("a:1",)).insecure("a:1") and not RegistryAuth().insecure("a:1")
+
+
+def storage_redirect(seen: list[tuple[str, str]], target: str) -> httpx.MockTransport:
+    blob = b"layer bytes" * 100
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url.host), request.headers.get("authorization", "-")))
+        if request.url.host == "reg.test":
+            if request.headers.get("authorization") != "Basic " + base64.b64encode(b"alice:secret").decode():
+                return httpx.Response(401, headers={"www-authenticate": 'Basic realm="r"'})
+            return httpx.Response(307, headers={"location": target})
+        return httpx.Response(200, content=blob)
+
+    return httpx.MockTransport(handle)
+
+
+def test_blob_redirects_are_followed_without_the_credentials(tmp_path: Path) -> None:
+    blob = b"layer bytes" * 100
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    store = ModelStore(tmp_path / "store")
+    seen: list[tuple[str, str]] = []
+    transport = storage_redirect(seen, "https://storage.test/blobs/x?sig=1")
+    with RegistryClient("reg.test", RegistryAuth("alice", "secret"), transport=transport) as client:
+        assert client.fetch_blob("team/m", digest, len(blob), store) == len(blob)
+    assert store.read_blob(digest) == blob
+    assert seen[-1] == ("storage.test", "-") and seen[-2][1].startswith("Basic ")
+    with (
+        RegistryClient(
+            "reg.test", RegistryAuth("alice", "secret"), transport=storage_redirect([], "http://x.test/b")
+        ) as client,
+        pytest.raises(RegistryError, match="plain HTTP"),
+    ):
+        client.fetch_blob("team/m", "sha256:" + "1" * 64, 10, store)
+    assert "secret" not in repr(RegistryAuth("alice", "secret"))
