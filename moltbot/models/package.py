@@ -149,7 +149,6 @@ def encrypt_version(store: ModelStore, version: Version, key: bytes, key_id: str
         "name": target,
         "format": config["format"],
         "files": [{"path": f["path"], "size": f["size"]} for f in config["files"]],
-        "created": config["created"],
         "encryption": {"scheme": SCHEME, "key_id": key_id, "sealed": base64.b64encode(nonce + sealed_config).decode()},
     }
     config_bytes = canonical_json(public)

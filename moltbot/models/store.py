@@ -419,8 +419,7 @@ class ModelStore:
             "name": name,
             "format": fmt.value,
             "files": [{"path": f, "size": (root / f).stat().st_size, "digest": file_digests[f]} for f in files],
-            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
+        }  # no timestamp: the same content gives the same manifest (the version records when)
         manifest_bytes = build_manifest(
             self.put_blob(canonical_json(config)), len(canonical_json(config)), layer_entries
         )
