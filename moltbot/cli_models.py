@@ -68,7 +68,7 @@ def _progress(label: str) -> Callable[[int, int], Progress]:
 
 def _summary(verb: str, result: Transfer) -> str:
     return (
-        f"{verb} {result.bytes_moved / 1e6:.1f} MB in {result.layers_moved} blobs, reused "
+        f"{verb} {result.bytes_moved / 1e6:.1f} MB ({result.bytes_moved} bytes) in {result.layers_moved} blobs, reused "
         f"{result.bytes_reused / 1e6:.1f} MB in {result.layers_reused} layers, {result.seconds:.2f} s"
     )
 

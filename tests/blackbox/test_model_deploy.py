@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from moltbot.models.store import ModelStore
-from tests.blackbox.test_model_repository import cli_fails, cli_ok
+from tests.blackbox.test_model_repository import cli_fails, cli_ok, moved_bytes
 from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, running_server
 from tests.models import StreamingLoad, tuned_copy
 from tests.registry import Registry, registry_env
@@ -146,3 +146,22 @@ def test_encrypted_package_round_trip(make_data_dir: Callable[..., Path], regist
             text = answer.json()["choices"][0]["text"]
             assert text.strip() and text == plain.json()["choices"][0]["text"]
     assert not list(Path("/dev/shm").glob("moltbot-decrypt-*"))  # noqa: S108 - wiped after the load
+
+
+def test_delta_pull_of_an_encrypted_package_moves_only_the_changed_layer(
+    make_data_dir: Callable[..., Path], registry: Registry, tmp_path: Path
+) -> None:
+    maker, runner = make_data_dir("enc-delta-maker"), make_data_dir("enc-delta-runner")
+    env = registry_env(registry)
+    store = ModelStore(maker / "models")
+    cli_ok(maker, "models", "import", str(tuned_copy(store, tmp_path / "tuned.gguf")), "--name", CHAT_MODEL)
+    for number, tag in ((1, "e1"), (2, "e2")):
+        cli_ok(maker, "models", "encrypt", f"{CHAT_MODEL}:{number}", "--key-id", "k", "--name", "sealed")
+        cli_ok(maker, "models", "push", f"sealed:{number}", f"{registry.host}/secure/delta:{tag}", env=env)
+    one, two = (store.manifest(store.version("sealed", n))["layers"] for n in (1, 2))
+    changed = [b for a, b in zip(one, two, strict=True) if a["digest"] != b["digest"]]
+    assert [layer["annotations"]["org.moltbot.group"] for layer in changed] == ["block.3"]
+    cli_ok(runner, "models", "pull", f"{registry.host}/secure/delta:e1", env=env)
+    second = cli_ok(runner, "models", "pull", f"{registry.host}/secure/delta:e2", env=env)
+    moved = moved_bytes(second)
+    assert changed[0]["size"] <= moved <= changed[0]["size"] + 100_000, second
