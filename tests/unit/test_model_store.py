@@ -238,3 +238,35 @@ def test_an_encrypted_package_whose_public_config_lies_is_refused(tmp_path: Path
     )
     with pytest.raises(StoreError, match="public config does not match"):
         decrypt_version(store, forged, key)
+
+
+def test_a_sharded_causal_lm_directory_is_imported_shard_by_shard(tmp_path: Path) -> None:
+    root = tmp_path / "sharded"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    index: dict[str, str] = {}
+    for shard, blocks in (("model-00001-of-00002.safetensors", (0, 1)), ("model-00002-of-00002.safetensors", (2,))):
+        tensors = {
+            f"model.layers.{b}.mlp.up_proj.weight": rng.standard_normal((8, 8), dtype=np.float32) for b in blocks
+        }
+        save_file(tensors, str(root / shard))
+        index.update(dict.fromkeys(tensors, shard))
+    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": index}))
+    (root / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    store = ModelStore(tmp_path / "store")
+    version = store.import_path("sharded", root)
+    assert version.format is ModelFormat.HF_CAUSAL
+    groups = [
+        (x["annotations"]["org.moltbot.file"], x["annotations"]["org.moltbot.group"])
+        for x in store.manifest(version)["layers"]
+    ]
+    assert ("model-00002-of-00002.safetensors", "block.2") in groups and (
+        "model-00001-of-00002.safetensors",
+        "block.1",
+    ) in groups
+    for name in (
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ):
+        assert (store.source("sharded").path / name).read_bytes() == (root / name).read_bytes()
