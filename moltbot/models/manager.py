@@ -140,13 +140,6 @@ class ModelManager:
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
 
-    def workers(self) -> list[Worker]:
-        """Every loaded worker, the draining ones included (for the metrics)."""
-        with self._lock:
-            retiring = [r.entry.worker for r in self._retiring]
-        serving = [e.worker for e in self._entries.values()]
-        return [w for w in serving + retiring if w is not None]
-
     def entry(self, name: str) -> ModelEntry | None:
         return self._entries.get(name)
 

@@ -271,14 +271,15 @@ class ModelStore:
         os.replace(partial, self.blob_path(digest))
         fsync_dir(self.blobs)
 
-    def _put_range(self, source: Path, offset: int, size: int) -> str:
-        """A byte range of a file as a blob, named by the digest of the bytes actually copied."""
+    def _put_range(self, source: Path, offset: int, size: int, file_hash: Any) -> str:
+        """A byte range of a file as a blob, named by the digest of the bytes actually copied (which
+        also go into `file_hash`)."""
         hasher = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="import-", delete=False) as out:
             try:
                 with source.open("rb") as handle:
                     handle.seek(offset)
-                    _copy(handle, out, size, hasher)
+                    _copy(handle, out, size, (hasher, file_hash))
                 out.flush()
                 os.fsync(out.fileno())
             except BaseException:
@@ -411,14 +412,19 @@ class ModelStore:
         fmt, root, files = inspect_model(path)
         ranges = layers.plan(root, files)
         layer_entries = []
+        # A file's layers are its bytes in order: hash the whole file as they are copied, not in a second read.
+        file_hashes = {f: hashlib.sha256() for f in files}
+        file_sizes = dict.fromkeys(files, 0)
         for item in ranges:
-            digest = self._put_range(root / item.path, item.offset, item.size)
+            digest = self._put_range(root / item.path, item.offset, item.size, file_hashes[item.path])
             layer_entries.append(layer_descriptor(digest, item.size, item.path, item.group))
-        file_digests = {name_: sha256_file(root / name_) for name_ in files}
+            file_sizes[item.path] += item.size
         config = {
             "name": name,
             "format": fmt.value,
-            "files": [{"path": f, "size": (root / f).stat().st_size, "digest": file_digests[f]} for f in files],
+            "files": [
+                {"path": f, "size": file_sizes[f], "digest": "sha256:" + file_hashes[f].hexdigest()} for f in files
+            ],
         }  # no timestamp: the same content gives the same manifest (the version records when)
         manifest_bytes = build_manifest(
             self.put_blob(canonical_json(config)), len(canonical_json(config)), layer_entries
@@ -659,14 +665,15 @@ def inspect_model(path: Path) -> tuple[ModelFormat, Path, list[str]]:
     raise StoreError(f"{path.name}: not a supported model directory (config.json and *.safetensors expected)")
 
 
-def _copy(source: BinaryIO, target: Any, size: int, hasher: Any) -> None:
+def _copy(source: BinaryIO, target: Any, size: int, hashers: tuple[Any, ...]) -> None:
     left = size
     while left > 0:
         chunk = source.read(min(_CHUNK, left))
         if not chunk:
             raise StoreError("the file shrank while it was read")
         target.write(chunk)
-        hasher.update(chunk)
+        for hasher in hashers:
+            hasher.update(chunk)
         left -= len(chunk)
 
 

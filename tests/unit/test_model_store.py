@@ -17,6 +17,7 @@ from moltbot.models.store import (
     ModelStore,
     StoreError,
     UnknownModelError,
+    Version,
     build_manifest,
     check_relative_path,
 )
@@ -166,11 +167,16 @@ def test_encrypted_packages_round_trip_and_keep_deltas(tmp_path: Path, keys: Mod
         keys.get("k2")
 
 
-def test_a_reordered_encrypted_manifest_is_refused(tmp_path: Path, keys: ModelKeys) -> None:
+def sealed_package(tmp_path: Path, keys: ModelKeys) -> tuple[ModelStore, Version, bytes]:
+    """A store with an encrypted version (model "sealed") of a small BERT directory, and its key."""
     store = ModelStore(tmp_path / "store")
     one = store.import_path("enc", bert_dir(tmp_path / "a"))
     key = keys.create("k1")
-    sealed = encrypt_version(store, one, key, "k1", "sealed")
+    return store, encrypt_version(store, one, key, "k1", "sealed"), key
+
+
+def test_a_reordered_encrypted_manifest_is_refused(tmp_path: Path, keys: ModelKeys) -> None:
+    store, sealed, key = sealed_package(tmp_path, keys)
     manifest = store.manifest(sealed)
     manifest["layers"][2], manifest["layers"][3] = manifest["layers"][3], manifest["layers"][2]
     config = store.read_blob(manifest["config"]["digest"])
@@ -224,10 +230,7 @@ def test_large_groups_are_cut_into_bounded_layers(tmp_path: Path, monkeypatch: p
 
 
 def test_an_encrypted_package_whose_public_config_lies_is_refused(tmp_path: Path, keys: ModelKeys) -> None:
-    store = ModelStore(tmp_path / "store")
-    one = store.import_path("enc", bert_dir(tmp_path / "a"))
-    key = keys.create("k1")
-    sealed = encrypt_version(store, one, key, "k1", "sealed")
+    store, sealed, key = sealed_package(tmp_path, keys)
     manifest = store.manifest(sealed)
     public = store.config(manifest)
     public["files"] = list(reversed(public["files"]))
