@@ -67,7 +67,7 @@ class StreamingLoad:
                             self.failures.append(f"{response.status_code}: {response.text[:200]}")
                             continue
                         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
-                    if lines[-1] != "data: [DONE]" or any('"error"' in line for line in lines):
+                    if lines[-1:] != ["data: [DONE]"] or any('"error"' in line for line in lines):
                         self.failures.append(f"stream ended badly: {lines[-2:]}")
                         continue
                     self.done.append(time.monotonic())

@@ -124,6 +124,11 @@ def decode_key(text: str) -> bytes:
 
 def encrypt_version(store: ModelStore, version: Version, key: bytes, key_id: str, target: str) -> Version:
     """A new version of `target`: the layers of `version` encrypted, not activated."""
+    with store.writing():  # `gc` must not take the new ciphertext blobs before the version refers to them
+        return _encrypt(store, version, key, key_id, target)
+
+
+def _encrypt(store: ModelStore, version: Version, key: bytes, key_id: str, target: str) -> Version:
     if version.key_id is not None:
         raise StoreError(f"version {version.number} of {version.name!r} is encrypted already")
     manifest = store.manifest(version)
@@ -185,12 +190,26 @@ def _open_config(store: ModelStore, version: Version, key: bytes) -> tuple[dict[
     return config, layers
 
 
+def memory_dir(mounts: Path = Path("/proc/self/mounts")) -> Path:
+    """The writable tmpfs decrypted files go to (/dev/shm, else $XDG_RUNTIME_DIR): never a disk."""
+    try:
+        tmpfs = {line.split()[1] for line in mounts.read_text().splitlines() if line.split()[2:3] == ["tmpfs"]}
+    except OSError:
+        tmpfs = set()
+    for candidate in ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR", "")):  # noqa: S108 - our own 0700 folder
+        if candidate and candidate in tmpfs and os.access(candidate, os.W_OK):
+            return Path(candidate)
+    raise StoreError(
+        "an encrypted model is decrypted into memory only, and no writable tmpfs was found (/dev/shm or "
+        "$XDG_RUNTIME_DIR); mount one (in a container: --shm-size larger than the model)"
+    )
+
+
 def decrypt_version(store: ModelStore, version: Version, key: bytes) -> Path:
-    """The version's files decrypted into a new 0700 folder on tmpfs (/dev/shm) when there is one;
-    the caller removes it with `wipe` once the model is loaded."""
+    """The version's files decrypted into a new 0700 folder on tmpfs (never a disk); the caller removes
+    it with `wipe` once the model is loaded."""
     config, layers = _open_config(store, version, key)
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else store.tmp  # noqa: S108
-    folder = Path(tempfile.mkdtemp(dir=base, prefix="moltbot-decrypt-"))
+    folder = Path(tempfile.mkdtemp(dir=memory_dir(), prefix="moltbot-decrypt-"))
     try:
         by_file: dict[str, list[dict[str, Any]]] = {}
         for layer in layers:
@@ -219,9 +238,11 @@ def decrypt_version(store: ModelStore, version: Version, key: bytes) -> Path:
 
 
 def sweep_decrypted(store_tmp: Path) -> int:
-    """Remove decrypted folders a killed process left (on /dev/shm and in the store); how many."""
+    """Remove decrypted folders a killed process left (on tmpfs; in the store, where versions before
+    0.1 decrypted when there was no tmpfs); how many."""
     removed = 0
-    for base in (Path("/dev/shm"), store_tmp):  # noqa: S108 - our own prefix, our own uid only
+    runtime = [Path(os.environ["XDG_RUNTIME_DIR"])] if os.environ.get("XDG_RUNTIME_DIR") else []
+    for base in (Path("/dev/shm"), *runtime, store_tmp):  # noqa: S108 - our own prefix, our own uid only
         for folder in base.glob("moltbot-decrypt-*") if base.is_dir() else ():
             if folder.is_dir() and folder.stat().st_uid == os.getuid():
                 wipe(folder)

@@ -14,7 +14,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -104,6 +104,14 @@ class RegistryClient:
 
     # -- transport -------------------------------------------------------------------------------
 
+    def _unreachable(self, exc: httpx.TransportError) -> str:
+        if _is_tls_failure(exc) and not self._auth.insecure(self._host):
+            return (
+                f"the TLS handshake with the registry {self._host} failed; a registry that speaks plain HTTP "
+                "must be named in MOLTBOT_REGISTRY_INSECURE"
+            )
+        return f"cannot reach the registry {self._host}: {type(exc).__name__}"
+
     def _send(
         self, method: str, url: str, *, stream: bool = False, follow: bool = False, **kwargs: Any
     ) -> httpx.Response:
@@ -120,7 +128,7 @@ class RegistryClient:
                 request = self._http.build_request(method, url, headers=headers, **kwargs)
                 response = self._http.send(request, stream=stream, follow_redirects=follow)
             except httpx.TransportError as exc:
-                raise RegistryError(f"cannot reach the registry {self._host}: {type(exc).__name__}") from exc
+                raise RegistryError(self._unreachable(exc)) from exc
             if response.url.scheme != "https" and not self._auth.insecure(response.url.netloc.decode()):
                 response.close()
                 raise RegistryError(f"the registry {self._host} sent us to plain HTTP; refused")
@@ -234,16 +242,9 @@ class RegistryClient:
             location = self._base + location
         url = httpx.URL(location).copy_merge_params({"digest": digest})
 
-        def body() -> Any:
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    if progress is not None:
-                        progress(len(chunk))
-                    yield chunk
-
         size = path.stat().st_size
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._send("PUT", str(url), content=body(), headers=headers)
+        response = self._send("PUT", str(url), content=_FileBody(path, progress), headers=headers)
         self._check(response, f"uploading blob {digest}")
 
     def fetch_blob(
@@ -259,7 +260,7 @@ class RegistryClient:
                 return 0
             have = out.tell()
             if have > size:
-                out.truncate(0)
+                _empty(out)
                 have = 0
             moved = self._download(repository, digest, size, out, have=have, progress=progress) if have < size else 0
             store.commit_partial(digest, size)
@@ -283,10 +284,10 @@ class RegistryClient:
                 if progress is not None:
                     progress(have)
             else:
-                out.truncate(0)  # the whole blob again ("ab": writes land at the end)
+                _empty(out)  # the whole blob again
             for chunk in response.iter_bytes(_CHUNK):
                 if out.tell() + len(chunk) > size:
-                    out.truncate(0)
+                    _empty(out)
                     raise RegistryError(f"blob {digest} is larger than its manifest says; refused")
                 out.write(chunk)
                 moved += len(chunk)
@@ -298,6 +299,37 @@ class RegistryClient:
         finally:
             response.close()
         return moved
+
+
+@dataclass(slots=True, frozen=True)
+class _FileBody:
+    """A file streamed as a request body; iterable again, so a request retried after a 401 sends it whole."""
+
+    path: Path
+    progress: Progress | None
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                if self.progress is not None:
+                    self.progress(len(chunk))
+                yield chunk
+
+
+def _is_tls_failure(exc: httpx.TransportError) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "SSL" in str(exc)
+
+
+def _empty(out: BinaryIO) -> None:
+    """Empty a partial blob file. In append mode `tell()` keeps the old offset until the next write
+    unless the position is moved too."""
+    out.truncate(0)
+    out.seek(0)
 
 
 def _basic_header(auth: httpx.BasicAuth) -> str:

@@ -94,6 +94,48 @@ def test_deploy_and_rollback_under_streaming_load_fail_nothing(
     assert ModelStore(data_dir / "models").active(CHAT_MODEL) == 2  # the next start serves it too
 
 
+def unloadable_copy(store: ModelStore, target: Path) -> Path:
+    """The chat model with its architecture renamed: a well-formed GGUF that llama.cpp cannot load."""
+    data = store.source(CHAT_MODEL).path.read_bytes()
+    name = b"general.architecture"
+    at = data.index(name) + len(name) + 4 + 8  # the key, then its value type (uint32) and length (uint64)
+    assert data[at : at + 6] == b"gemma3"
+    target.write_bytes(data[:at] + b"nomod3" + data[at + 6 :])
+    return target
+
+
+def test_a_deploy_that_fails_to_load_leaves_the_serving_version(
+    make_data_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    data_dir = make_data_dir("deploy-fail")
+    store = ModelStore(data_dir / "models")
+    cli_ok(data_dir, "models", "import", str(unloadable_copy(store, tmp_path / "bad.gguf")), "--name", CHAT_MODEL)
+    body = {"model": CHAT_MODEL, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}
+    with running_server(data_dir) as server:
+        server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        with server.client(timeout=300) as admin:
+            before = admin.post("/v1/completions", json=body)
+            failed = admin.post(f"/v1/admin/models/{CHAT_MODEL}/deploy", json={"version": 2})
+            assert failed.status_code == 422, failed.text
+            message = failed.json()["error"]["message"]
+            assert "version 2" in message and "was not deployed" in message, message
+            assert message.endswith("still serving version 1")
+            assert str(data_dir) not in failed.text and "Traceback" not in failed.text
+            listed = versions(admin)
+            assert listed[1]["active"] and listed[1]["load_state"] == "loaded"
+            assert not listed[2]["active"] and listed[2]["load_state"] == "on_disk"
+            for number in (1, 2):
+                on_disk = store.version(CHAT_MODEL, number)
+                assert listed[number]["digest"] == on_disk.manifest and listed[number]["digest"].startswith("sha256:")
+                assert listed[number]["size_bytes"] == on_disk.size_bytes > 200_000_000
+            after = admin.post("/v1/completions", json=body)
+            assert before.status_code == after.status_code == 200
+            assert after.json()["choices"][0]["text"] == before.json()["choices"][0]["text"]
+            metrics = admin.get("/metrics").text
+            assert f'moltbot_model_load_failures_total{{model="{CHAT_MODEL}",version="2"}} 1.0' in metrics
+    assert store.active(CHAT_MODEL) == 1
+
+
 def test_encrypted_package_round_trip(make_data_dir: Callable[..., Path], registry: Registry, tmp_path: Path) -> None:
     maker, runner = make_data_dir("enc-maker"), make_data_dir("enc-runner")
     env = registry_env(registry)

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 
 from moltbot.models.store import ModelStore
-from tests.helpers import CHAT_MODEL, bundled_gguf, run_cli
+from tests.helpers import CHAT_MODEL, EMBEDDING_MODEL, bundled_gguf, run_cli
 from tests.models import layer_ranges, tuned_copy
-from tests.registry import Registry, registry_env
+from tests.registry import Registry, registry_env, registry_server
 
 MODEL = CHAT_MODEL
 
@@ -60,6 +60,9 @@ def test_push_pull_and_delta_pull_moves_only_the_changed_layer(
     differ = [g for g in ranges_2 if ranges_1[g][2] != ranges_2[g][2]]
     assert differ == ["block.3"], differ
     assert "uploaded 0.0 MB" not in pushed and "in 2 blobs" in pushed  # the changed layer and the config
+    # No version named: the active one (1), not the newest (2).
+    active = cli_ok(source_dir, "models", "push", MODEL, f"{ref}:active", env=env)
+    assert f"pushed {MODEL} version 1 to {ref}:active" in active
 
     target = ModelStore(target_dir / "models")
     target.remove(MODEL)  # an empty store: the first pull moves everything
@@ -242,4 +245,32 @@ def test_killed_pull_leaves_the_store_consistent_and_resumes(
     total = ModelStore(source_dir / "models").version(MODEL).size_bytes
     assert moved_bytes(resumed) <= total - killed_at + 2_000_000
     assert target.source("killed").path.stat().st_size > 0
-    assert not list(target.tmp.iterdir()) or target.gc() >= 0
+    assert not list(target.tmp.glob("*.partial"))  # every partial blob was resumed and committed
+
+
+def test_plain_http_only_for_registries_named_insecure(make_data_dir: Callable[..., Path], tmp_path: Path) -> None:
+    source_dir, target_dir = make_data_dir("plain-src"), make_data_dir("plain-dst")
+    with registry_server(tmp_path / "plain", auth=False, tls=False) as plain:
+        ref = f"{plain.host}/team/minilm:v1"
+        named = registry_env(plain)
+        assert named["MOLTBOT_REGISTRY_INSECURE"] == plain.host
+        refused = cli_fails(
+            source_dir, "models", "push", EMBEDDING_MODEL, ref, env={**named, "MOLTBOT_REGISTRY_INSECURE": ""}
+        )
+        assert "TLS handshake with the registry" in refused and "MOLTBOT_REGISTRY_INSECURE" in refused, refused
+        other = cli_fails(
+            source_dir,
+            "models",
+            "push",
+            EMBEDDING_MODEL,
+            ref,
+            env={**named, "MOLTBOT_REGISTRY_INSECURE": "127.0.0.1:1"},
+        )
+        assert "TLS handshake with the registry" in other, other
+        assert not plain.blob_paths()
+        cli_ok(source_dir, "models", "push", EMBEDDING_MODEL, ref, env=named)
+        pulled = cli_ok(target_dir, "models", "pull", ref, "--name", "minilm", env=named)
+        assert "as minilm version 1" in pulled
+    source = ModelStore(source_dir / "models")
+    target = ModelStore(target_dir / "models")
+    assert target.version("minilm", 1).size_bytes == source.version(EMBEDDING_MODEL).size_bytes

@@ -102,6 +102,34 @@ def test_missing_torch_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
         HFCausalBackend("no-torch", fake_causal_dir(tmp_path), context_size=512, threads=1)
 
 
+def test_remote_code_is_never_run(model_dir: Path, tmp_path: Path) -> None:
+    """A directory whose config asks for its own modelling code (auto_map): the code is not imported;
+    transformers' own class for the model type serves it, or it is refused."""
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    for item in model_dir.iterdir():
+        (evil / item.name).symlink_to(item)
+    marker = tmp_path / "remote-code-ran"
+    code = f"open({str(marker)!r}, 'w').close()\n"
+    for module in ("modeling_evil.py", "configuration_evil.py", "tokenization_evil.py"):
+        (evil / module).write_text(code)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM",
+        "AutoTokenizer": ["tokenization_evil.EvilTokenizer", None],
+    }
+    (evil / "config.json").unlink()
+    (evil / "config.json").write_text(json.dumps(config))
+    try:
+        loaded = HFCausalBackend("evil", evil, context_size=512, threads=1)
+    except ModelLoadError as exc:
+        assert "evil" in exc.message
+    else:
+        assert loaded.info.kind is ModelKind.GENERATE
+    assert not marker.exists()
+
+
 # -- the real model -----------------------------------------------------------------------------
 
 

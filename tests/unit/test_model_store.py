@@ -11,7 +11,14 @@ import pytest
 from safetensors.numpy import save_file
 
 from moltbot.models import layers
-from moltbot.models.package import ModelKeys, PackageKeyError, decrypt_version, encrypt_version, wipe
+from moltbot.models.package import (
+    ModelKeys,
+    PackageKeyError,
+    decrypt_version,
+    encrypt_version,
+    memory_dir,
+    wipe,
+)
 from moltbot.models.store import (
     ModelFormat,
     ModelStore,
@@ -158,6 +165,8 @@ def test_encrypted_packages_round_trip_and_keep_deltas(tmp_path: Path, keys: Mod
         original = (tmp_path / "b" / "model.safetensors").read_bytes()
         assert hashlib.sha256((folder / "model.safetensors").read_bytes()).digest() == hashlib.sha256(original).digest()
         assert oct(folder.stat().st_mode & 0o777) == oct(0o700)
+        assert oct((folder / "model.safetensors").stat().st_mode & 0o777) == oct(0o600)
+        assert folder.parent == memory_dir()
     finally:
         wipe(folder)
     assert not folder.exists()
@@ -273,3 +282,15 @@ def test_a_sharded_causal_lm_directory_is_imported_shard_by_shard(tmp_path: Path
         "model.safetensors.index.json",
     ):
         assert (store.source("sharded").path / name).read_bytes() == (root / name).read_bytes()
+
+
+def test_decrypted_files_go_to_tmpfs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mounts = tmp_path / "mounts"
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\nproc /proc proc rw 0 0\ntmpfs {runtime} tmpfs rw 0 0\n")
+    assert memory_dir(mounts) == runtime
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\n/dev/vdb {runtime} ext4 rw 0 0\n")
+    with pytest.raises(StoreError, match="no writable tmpfs"):
+        memory_dir(mounts)

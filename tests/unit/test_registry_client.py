@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from pathlib import Path
 
 import httpx
@@ -123,3 +124,61 @@ def test_blob_redirects_are_followed_without_the_credentials(tmp_path: Path) -> 
     ):
         client.fetch_blob("team/m", "sha256:" + "1" * 64, 10, store)
     assert "secret" not in repr(RegistryAuth("alice", "secret"))
+
+
+def test_a_resume_answered_with_the_whole_blob_starts_again(tmp_path: Path) -> None:
+    """A registry that ignores Range sends the whole blob: the partial file is emptied and refilled."""
+    blob = b"0123456789" * 300
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    store = ModelStore(tmp_path / "store")
+    store.partial_path(digest).write_bytes(blob[:2000])
+    ranges: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        ranges.append(request.headers.get("range", "-"))
+        return httpx.Response(200, content=blob)
+
+    with RegistryClient("reg.test", RegistryAuth(), transport=httpx.MockTransport(handle)) as client:
+        assert client.fetch_blob("team/m", digest, len(blob), store) == len(blob)
+    assert ranges == ["bytes=2000-"] and store.read_blob(digest) == blob
+
+
+def test_a_partial_file_longer_than_the_blob_is_downloaded_again(tmp_path: Path) -> None:
+    blob = b"abc" * 1000
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    store = ModelStore(tmp_path / "store")
+    store.partial_path(digest).write_bytes(b"x" * (len(blob) + 10))
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, content=blob))
+    with RegistryClient("reg.test", RegistryAuth(), transport=transport) as client:
+        assert client.fetch_blob("team/m", digest, len(blob), store) == len(blob)
+    assert store.read_blob(digest) == blob
+
+
+def test_an_upload_retried_after_a_401_sends_the_whole_blob(tmp_path: Path) -> None:
+    """The token expires between the upload's start and its PUT: the PUT is sent again, body and all."""
+    blob = os.urandom(3 << 20)
+    source = tmp_path / "blob"
+    source.write_bytes(blob)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    received: list[bytes] = []
+    tokens = iter(["tok-1", "tok-2"])
+    challenge = 'Bearer realm="https://auth.test/token",service="reg",scope="repository:team/m:push"'
+    state = {"valid": ""}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            state["valid"] = next(tokens)
+            return httpx.Response(200, json={"token": state["valid"]})
+        body = request.read()  # a client sends its body before it reads the answer
+        if request.headers.get("authorization") != f"Bearer {state['valid']}":
+            return httpx.Response(401, headers={"www-authenticate": challenge})
+        if request.method == "POST":
+            state["valid"] = "expired"  # the next request needs a new token
+            return httpx.Response(202, headers={"location": "/v2/team/m/blobs/uploads/u1"})
+        received.append(body)
+        return httpx.Response(201)
+
+    auth = RegistryAuth("alice", "secret")
+    with RegistryClient("reg.test", auth, transport=httpx.MockTransport(handle)) as client:
+        client.push_blob("team/m", digest, source)
+    assert received == [blob]
