@@ -95,8 +95,9 @@ def worker_factory(
 ) -> WorkerFactory:
     settings = runtime.settings
     limits = WorkerLimits(runtime.max_queue, settings.queue_timeout_s, settings.request_timeout_s)
+    exact = settings.exact_cache
     options = RunnerOptions(
-        runtime.parallel, runtime.context_size, runtime.batch_size, runtime.threads, runtime.kv_cache_bytes
+        runtime.parallel, runtime.context_size, runtime.batch_size, runtime.threads, runtime.kv_cache_bytes, exact
     )
 
     def build(source: ModelSource) -> Worker:
@@ -114,11 +115,13 @@ def worker_factory(
 
     def build_plain(source: ModelSource) -> Worker:
         if source.format is ModelFormat.GGUF:
-            model = LlamaModelFile(source.id, source.path, runtime.context_size, runtime.gpu_layers)
+            model = LlamaModelFile(source.id, source.path, runtime.context_size, runtime.gpu_layers, repacked=not exact)
             disk = None
             if vault is not None and runtime.kv_disk_bytes > 0 and runtime.kv_cache_bytes > 0:
                 size = source.path.stat().st_size
-                tag = f"{source.id}:{source.version}:{size}:{llama_cpp_version}:{runtime.context_size}"
+                # States kept in exact mode hold prompt pieces only: the two modes do not share files.
+                mode = "exact" if exact else "fast"
+                tag = f"{source.id}:{source.version}:{size}:{llama_cpp_version}:{runtime.context_size}:{mode}"
                 disk = DiskKVCache(settings.kv_dir / source.id, runtime.kv_disk_bytes, tag, VaultSealer(vault))
             try:
                 return BatchingWorker(model, options, limits, disk)

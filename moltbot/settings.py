@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     kv_disk_bytes: int | None = Field(default=None, ge=0)  # default: the profile's, at most 10% of free disk
     max_queue: int | None = Field(default=None, ge=1, le=10_000)
     gpu_layers: int | None = Field(default=None, ge=-1)
+    # A cached prefix gives exactly the tokens of computing it again (temperature 0, the same batch): the
+    # previous answer's tokens are read again with the next turn, and the CPU's repacked weights are off.
+    exact_cache: bool = True
     model_path: Path | None = None
     bundled_models: bool = True
     model_versions_kept: int = Field(default=3, ge=1, le=100)  # per model; the active one is never removed
@@ -290,7 +293,8 @@ def resolve(settings: Settings, resources: Resources) -> Runtime:
         profile=profile,
         threads=settings.threads or resources.physical_cores,
         context_size=settings.context_size or profile.context_size,
-        batch_size=max(settings.batch_size or profile.batch_size, settings.parallel or profile.parallel),
+        # Room for every slot's decode token and two prompt pieces (the engine's exact mode needs it).
+        batch_size=max(settings.batch_size or profile.batch_size, (settings.parallel or profile.parallel) + 16),
         parallel=settings.parallel or profile.parallel,
         kv_cache_bytes=profile.kv_cache_bytes if settings.kv_cache_bytes is None else settings.kv_cache_bytes,
         kv_disk_bytes=(

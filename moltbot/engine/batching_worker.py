@@ -38,7 +38,7 @@ class BatchingWorker:
         self._closed = False
         self._lock = threading.Lock()
         runner = LlamaRunner(model, options)
-        scheduler = Scheduler(options.slots, options.batch_size)
+        scheduler = Scheduler(options.slots, options.batch_size, exact=options.exact)
         host = None
         if options.host_cache_bytes > 0:
             spill = None if disk_cache is None else (lambda state: disk_cache.put(state.tokens, state.data))

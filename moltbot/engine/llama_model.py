@@ -39,11 +39,17 @@ def cpu_has_amx() -> bool:
 class LlamaModelFile:
     """The loaded weights and vocabulary of one GGUF file."""
 
-    def __init__(self, model_id: str, path: Path, context_size: int, gpu_layers: int = 0) -> None:
+    def __init__(
+        self, model_id: str, path: Path, context_size: int, gpu_layers: int = 0, *, repacked: bool = True
+    ) -> None:
+        """`repacked`: llama.cpp's repacked weight layouts for the CPU (tiled kernels whose results depend
+        on how many rows a step computes); off for exact mode."""
         validate_gguf(path)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0x7FFFFFFF if gpu_layers < 0 else gpu_layers
-        if cpu_has_amx():
+        if not repacked:
+            params.use_extra_bufts = False
+        elif cpu_has_amx():
             # llama.cpp's AMX kernels crash on Q4_K_M weights (ggml-org/llama.cpp#20824, open): without
             # the extra buffer types the weights stay in the plain CPU buffer and its AVX-512 kernels.
             params.use_extra_bufts = False

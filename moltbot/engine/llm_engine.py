@@ -131,19 +131,28 @@ class LLMEngine:
         plan.work = [_rebased(w) for w in plan.work if w.seq.status is SequenceStatus.RUNNING]
         if not plan.work:
             return
-        rows = self._run(plan)
-        for item in plan.work:
-            item.seq.n_cached += item.count
-        now = time.monotonic()
-        for seq, row in rows.items():
-            self._sample(seq, row, now)
+        for group in self._groups(plan.work):
+            rows = self._run(group)
+            for item in group:
+                item.seq.n_cached += item.count
+            now = time.monotonic()
+            for seq, row in rows.items():
+                self._sample(seq, row, now)
         self._update_stats(plan)
 
-    def _run(self, plan: Plan) -> dict[Sequence, int]:
+    def _groups(self, work: list[Work]) -> list[list[Work]]:
+        """One llama_decode for the whole step; in exact mode one per prompt piece and one for all the
+        decoding sequences, so llama.cpp never cuts a piece into smaller ubatches beside other sequences."""
+        if not self._scheduler.exact:
+            return [work]
+        decoding = [w for w in work if w.start >= len(w.seq.prompt.tokens)]
+        return [*([w] for w in work if w.start < len(w.seq.prompt.tokens)), *([decoding] if decoding else [])]
+
+    def _run(self, work: list[Work]) -> dict[Sequence, int]:
         try:
-            return self._runner.decode(plan.work)
+            return self._runner.decode(work)
         except EngineError as exc:
-            for item in plan.work:
+            for item in work:
                 self._fail(item.seq, exc)  # finishing records the slot's tokens as cached...
                 self._scheduler.forget(item.seq.slot)  # ...which a failed step makes untrustworthy
             return {}
@@ -183,7 +192,7 @@ class LLMEngine:
 
     def _copy_prompt(self, parent: Sequence, seq: Sequence) -> None:
         """n > 1: take the parent's computed prompt instead of computing it again."""
-        keep = len(seq.prompt.tokens) - 1  # the last prompt token is evaluated again, for this one's logits
+        keep = self._scheduler.reuse_limit(seq)  # the end of the prompt is evaluated again, for this one's logits
         if keep > seq.reused and self._runner.restore(seq.slot, self._runner.save(parent.slot)):
             seq.n_cached = seq.reused = keep
 
@@ -193,7 +202,7 @@ class LLMEngine:
         assert host is not None  # noqa: S101 - only called with a host cache
         if len(seq.evicted) - seq.reused >= MIN_REUSE and host.put(seq.evicted, self._runner.save(seq.slot)):
             self.stats.host_cache_saves_total += 1
-        limit = len(seq.prompt.tokens) - 1
+        limit = self._scheduler.reuse_limit(seq)
         state, shared = host.best(seq.prompt.tokens, limit)
         disk = self._disk
         on_disk, disk_shared = disk.best(seq.prompt.tokens, limit) if disk is not None else (None, 0)
@@ -268,7 +277,9 @@ class LLMEngine:
     def _close(self, seq: Sequence) -> None:
         if seq.status is SequenceStatus.FINISHED:
             return
-        self._scheduler.finish(seq)
+        slot = self._scheduler.finish(seq)
+        if slot is not None and self._scheduler.exact:
+            self._runner.truncate(slot.index, len(slot.tokens))  # what a later request may not reuse goes
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None

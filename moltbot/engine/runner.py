@@ -26,6 +26,7 @@ class RunnerOptions:
     batch_size: int
     threads: int
     host_cache_bytes: int = 0
+    exact: bool = False  # cached prefixes bit-identical to recomputed ones (Scheduler's exact mode)
 
 
 class DecodeError(EngineError):
@@ -39,7 +40,8 @@ class LlamaRunner:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = options.slots * options.context_per_slot
         params.n_batch = options.batch_size
-        params.n_ubatch = min(options.batch_size, 512)
+        # Exact mode: a step's prompt piece is never cut into smaller ubatches (another kernel below 8 rows).
+        params.n_ubatch = options.batch_size if options.exact else min(options.batch_size, 512)
         params.n_seq_max = options.slots
         params.n_threads = options.threads
         params.n_threads_batch = options.threads

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from moltbot.engine.sequence import Sequence, SequenceStatus
 
 MIN_REUSE = 8  # a shorter shared prefix (a BOS token, say) is not worth taking a slot for
+# Exact mode: llama.cpp's CPU attention takes one kernel for 8 or more query rows of a sequence and
+# another, with another summation order, below that (measured: tests/engine/test_batch_numerics.py).
+# Prompt pieces of at least this many tokens give bit-identical KV however a prompt is cut.
+EXACT_MIN_PIECE = 8
 
 
 @dataclass(slots=True)
@@ -57,9 +61,17 @@ def common_prefix(a: list[int], b: tuple[int, ...] | list[int]) -> int:
 class Scheduler:
     """Admission, slot choice with prefix reuse, and per-step token budgets."""
 
-    def __init__(self, n_slots: int, token_budget: int) -> None:
+    def __init__(self, n_slots: int, token_budget: int, *, exact: bool = False) -> None:
+        """`exact`: cached prefixes give bit-identical results to computing them again. Only tokens read
+        as prompt pieces of at least EXACT_MIN_PIECE tokens are kept for reuse (generated tokens, computed
+        one at a time by another kernel, are read again with the next turn), and every prompt evaluates
+        at least that many tokens."""
         if n_slots < 1 or token_budget < n_slots:
             raise ValueError("need at least one slot and a token budget of at least one token per slot")
+        if exact and token_budget < n_slots + 2 * EXACT_MIN_PIECE:
+            raise ValueError(f"exact mode needs a token budget of at least slots + {2 * EXACT_MIN_PIECE}")
+        self.exact = exact
+        self.min_piece = EXACT_MIN_PIECE if exact else 1
         self.slots = [Slot(i) for i in range(n_slots)]
         self.token_budget = token_budget
         self.waiting: deque[Sequence] = deque()
@@ -103,11 +115,23 @@ class Scheduler:
         parent = seq.after
         return parent is None or parent.status is not SequenceStatus.RUNNING or parent.prompt_ready
 
-    @staticmethod
-    def _prefill(plan: Plan, seq: Sequence, budget: int) -> int:
-        count = min(seq.n_pending, budget)
-        plan.work.append(Work(seq, seq.n_cached, count, count == seq.n_pending))
+    def _prefill(self, plan: Plan, seq: Sequence, budget: int) -> int:
+        count = self._piece(seq.n_pending, budget)
+        if count > 0:
+            plan.work.append(Work(seq, seq.n_cached, count, count == seq.n_pending))
         return count
+
+    def _piece(self, pending: int, budget: int) -> int:
+        """Prompt tokens to read this step: what the budget allows, but (exact mode) never a piece shorter
+        than `min_piece`, nor one that leaves fewer than `min_piece` behind (such a rest is taken along,
+        past the step's budget but within a batch)."""
+        count = min(pending, budget)
+        if count == pending or self.min_piece == 1:
+            return count
+        if pending - count < self.min_piece and pending <= self.token_budget:
+            return pending
+        count = min(count, pending - self.min_piece)
+        return count if count >= self.min_piece else 0
 
     def _free_slot(self, seq: Sequence) -> Slot | None:
         free = [s for s in self.slots if not s.busy]
@@ -128,10 +152,13 @@ class Scheduler:
         reusable = self._reusable(slot, seq)
         return reusable if reusable >= MIN_REUSE and 2 * reusable >= len(slot.tokens) else 0
 
-    @staticmethod
-    def _reusable(slot: Slot, seq: Sequence) -> int:
-        # At least one prompt token is always evaluated, so the step has logits to sample from.
-        return min(common_prefix(slot.tokens, seq.prompt.tokens), len(seq.prompt.tokens) - 1)
+    def _reusable(self, slot: Slot, seq: Sequence) -> int:
+        return min(common_prefix(slot.tokens, seq.prompt.tokens), self.reuse_limit(seq))
+
+    def reuse_limit(self, seq: Sequence) -> int:
+        """The most prompt tokens a cached state may supply: at least one is always evaluated, so the step
+        has logits to sample from; in exact mode a whole piece."""
+        return max(0, len(seq.prompt.tokens) - self.min_piece)
 
     def _admit(self, seq: Sequence, slot: Slot) -> None:
         seq.reused = self._continued(slot, seq)
@@ -143,18 +170,22 @@ class Scheduler:
         slot.tokens = slot.tokens[: seq.reused]
         self.running.append(seq)
 
-    def finish(self, seq: Sequence) -> None:
-        """Take `seq` out; its slot keeps the tokens now in its KV cache for later reuse."""
+    def finish(self, seq: Sequence) -> Slot | None:
+        """Take `seq` out; its slot (returned, if it had one) keeps the tokens of its KV cache that may be
+        reused: all of them, or in exact mode those read as prompt."""
+        slot = None
         if seq.status is SequenceStatus.WAITING:
             self.waiting.remove(seq)
         elif seq.status is SequenceStatus.RUNNING:
             self.running.remove(seq)
             slot = self.slots[seq.slot]
             slot.busy = False
-            slot.tokens = seq.tokens[: seq.n_cached]
+            kept = min(seq.n_cached, len(seq.prompt.tokens)) if self.exact else seq.n_cached
+            slot.tokens = seq.tokens[:kept]
             self._tick += 1
             slot.last_used = self._tick
         seq.status = SequenceStatus.FINISHED
+        return slot
 
     def forget(self, slot_index: int) -> None:
         """The slot's KV content is no longer trusted (a failed step): reuse none of it."""

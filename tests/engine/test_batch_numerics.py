@@ -113,3 +113,53 @@ def test_batched_greedy_differs_only_within_kernel_noise(model: LlamaModelFile) 
             diverged.append((index, step, round(margin, 3), round(noise, 3)))
             break
     print(f"requests that part from their solo run (index, step, solo top-2 margin, logit noise): {diverged}")
+
+
+# -- what exact mode rests on (Scheduler(exact=True), EXACT_MIN_PIECE) ------------------------------
+
+LONG = "User: " + " ".join(f"word{i % 17} number {i}" for i in range(40)) + "\nAssistant:"
+
+
+@pytest.fixture(scope="module")
+def plain_model(bundled_cache: Path) -> Iterator[LlamaModelFile]:
+    """The model without repacked weights, as exact mode loads it."""
+    from tests.helpers import bundled_gguf
+
+    loaded = LlamaModelFile(CHAT_MODEL, bundled_gguf(bundled_cache), 1024, repacked=False)
+    yield loaded
+    loaded.close()
+
+
+def read_in_pieces(model: LlamaModelFile, sizes: list[int]) -> npt.NDArray[np.float32]:
+    """The last token's logits after reading LONG in pieces of these sizes (the rest in a last piece)."""
+    tokens = tuple(model.tokenize(LONG))
+    runner = make_runner(model)
+    seq = Sequence(Prompt(tokens), SamplingParams(max_tokens=1), lambda _: None, threading.Event(), 0, 0)
+    seq.slot = 0
+    try:
+        start, rows = 0, {}
+        for size in [*sizes, len(tokens) - sum(sizes)]:
+            rows = runner.decode([Work(seq, start, size, True)])
+            start += size
+        return logits(model, runner, rows[seq])
+    finally:
+        runner.close()
+
+
+def test_pieces_of_eight_or_more_give_bit_identical_logits(plain_model: LlamaModelFile) -> None:
+    length = len(plain_model.tokenize(LONG))
+    assert length > 150
+    cold = read_in_pieces(plain_model, [])
+    for sizes in ([8], [30, 8, 50], [64, 9], [100], [length - 8], [17, 23, 31, 8]):
+        np.testing.assert_array_equal(read_in_pieces(plain_model, sizes), cold, err_msg=str(sizes))
+
+
+def test_shorter_pieces_take_other_kernels(plain_model: LlamaModelFile) -> None:
+    """A piece of 1-7 tokens after the start (a decode step is one) is computed by other kernels: its
+    KV, and so every later logit, differs in the last bits. If this test fails, llama.cpp's kernels have
+    become invariant and exact mode could reuse generated tokens too."""
+    cold = read_in_pieces(plain_model, [])
+    noise = {k: float(np.abs(read_in_pieces(plain_model, [20, k]) - cold).max()) for k in range(1, 8)}
+    print(f"largest logit difference after a piece of k tokens at position 20: {noise}")
+    assert any(value > 0 for value in noise.values())
+    assert all(value < 3.0 for value in noise.values())

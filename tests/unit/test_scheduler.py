@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from moltbot.engine.scheduler import Scheduler, common_prefix
+from moltbot.engine.scheduler import EXACT_MIN_PIECE, Scheduler, common_prefix
 from moltbot.engine.sequence import Sequence, SequenceStatus
 from moltbot.engine.types import Prompt, SamplingParams
 
@@ -160,3 +160,62 @@ def test_a_shared_preamble_does_not_take_another_conversations_slot() -> None:
     scheduler.add(other)
     scheduler.schedule()
     assert other.slot != first.slot and other.reused == 0
+
+
+# -- exact mode ----------------------------------------------------------------------------------
+
+
+def test_exact_pieces_are_never_shorter_than_the_minimum() -> None:
+    """A 40-token prompt under a 16-token budget beside three decodes: no piece under 8 tokens, none
+    that leaves fewer than 8 behind."""
+    scheduler = Scheduler(n_slots=4, token_budget=20, exact=True)
+    scheduler.token_budget = 16  # the step budget of a smaller batch, for the arithmetic below
+    decoders = [seq([100 + i, 1, 2], max_tokens=50) for i in range(3)]
+    for d in decoders:
+        scheduler.add(d)
+    run_step(scheduler)  # their prompts
+    long = seq(list(range(1, 41)))
+    scheduler.add(long)
+    pieces = []
+    for _ in range(10):
+        pieces += [count for seq_id, _, count, _ in run_step(scheduler) if seq_id == long.id]
+        if long.prompt_ready:
+            break
+    assert sum(pieces) == 40 and all(count >= EXACT_MIN_PIECE for count in pieces), pieces
+    assert pieces == [13, 13, 14]  # the last piece takes its 1-token rest along, past the step's 13
+
+
+def test_exact_piece_sizes() -> None:
+    scheduler = Scheduler(n_slots=1, token_budget=17, exact=True)
+    scheduler.token_budget = 16
+    assert scheduler._piece(pending=5, budget=16) == 5  # a whole short prompt
+    assert scheduler._piece(pending=20, budget=16) == 12  # leaves 8, not 4
+    assert scheduler._piece(pending=14, budget=13) == 14  # a 1-token rest goes along
+    assert scheduler._piece(pending=20, budget=5) == 0  # too small a piece: wait for a step with room
+    assert scheduler._piece(pending=9, budget=4) == 9  # over the step budget by less than a piece
+    fast = Scheduler(n_slots=1, token_budget=16)
+    assert fast._piece(pending=20, budget=5) == 5
+
+
+def test_exact_reuse_leaves_a_whole_piece_and_keeps_only_the_prompt() -> None:
+    scheduler = Scheduler(n_slots=1, token_budget=32, exact=True)
+    first = seq(list(range(1, 21)), max_tokens=4)
+    scheduler.add(first)
+    while first.status is not SequenceStatus.FINISHED:
+        run_step(scheduler)
+        if len(first.generated) >= 4:
+            scheduler.finish(first)
+    # The slot keeps the prompt, not the four tokens generated one at a time.
+    assert scheduler.slots[0].tokens == list(range(1, 21))
+    again = seq([*range(1, 21), 7, 7, 7])  # the same prompt, the answer and three more tokens
+    scheduler.add(again)
+    assert run_step(scheduler) == [(again.id, 15, 8, True)]  # 15 reused, a whole piece evaluated
+    assert again.reused == 15
+    short = Scheduler(n_slots=1, token_budget=32, exact=True)
+    tiny = seq([1, 2, 3])
+    assert short.reuse_limit(tiny) == 0
+
+
+def test_exact_mode_needs_room_for_two_pieces() -> None:
+    with pytest.raises(ValueError, match="exact mode"):
+        Scheduler(n_slots=4, token_budget=19, exact=True)
