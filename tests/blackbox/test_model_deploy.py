@@ -36,12 +36,20 @@ def wait_unloaded(client: httpx.Client, number: int, timeout_s: float = 30) -> N
     raise AssertionError(f"version {number} was not unloaded")
 
 
+def with_version_2(
+    make_data_dir: Callable[..., Path], name: str, derive: Callable[[ModelStore, Path], Path], tmp_path: Path
+) -> tuple[Path, ModelStore]:
+    """A data directory whose chat model has a version 2 imported from a file derived from version 1."""
+    data_dir = make_data_dir(name)
+    store = ModelStore(data_dir / "models")
+    cli_ok(data_dir, "models", "import", str(derive(store, tmp_path / f"{name}.gguf")), "--name", CHAT_MODEL)
+    return data_dir, store
+
+
 def test_deploy_and_rollback_under_streaming_load_fail_nothing(
     make_data_dir: Callable[..., Path], tmp_path: Path
 ) -> None:
-    data_dir = make_data_dir("deploy")
-    store = ModelStore(data_dir / "models")
-    cli_ok(data_dir, "models", "import", str(tuned_copy(store, tmp_path / "tuned.gguf")), "--name", CHAT_MODEL)
+    data_dir, _ = with_version_2(make_data_dir, "deploy", tuned_copy, tmp_path)
     with running_server(data_dir, {"MOLTBOT_PARALLEL": "4"}) as server:
         server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
         load = StreamingLoad(server)
@@ -107,9 +115,7 @@ def unloadable_copy(store: ModelStore, target: Path) -> Path:
 def test_a_deploy_that_fails_to_load_leaves_the_serving_version(
     make_data_dir: Callable[..., Path], tmp_path: Path
 ) -> None:
-    data_dir = make_data_dir("deploy-fail")
-    store = ModelStore(data_dir / "models")
-    cli_ok(data_dir, "models", "import", str(unloadable_copy(store, tmp_path / "bad.gguf")), "--name", CHAT_MODEL)
+    data_dir, store = with_version_2(make_data_dir, "deploy-fail", unloadable_copy, tmp_path)
     body = {"model": CHAT_MODEL, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}
     with running_server(data_dir) as server:
         server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
