@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from moltbot.engine.sequence import Sequence, SequenceStatus
 
 MIN_REUSE = 8  # a shorter shared prefix (a BOS token, say) is not worth taking a slot for
-# Exact mode: llama.cpp's CPU attention takes one kernel for 8 or more query rows of a sequence and
-# another, with another summation order, below that (measured: tests/engine/test_batch_numerics.py).
-# Prompt pieces of at least this many tokens give bit-identical KV however a prompt is cut.
+# Exact mode: llama.cpp's CPU matrix products take tiled kernels (tinyBLAS) from 8 rows on and a
+# row-by-row dot product, with another summation order, below that; a token read alone or in a piece
+# of 2-7 tokens gets other KV bits. Prompt pieces of at least this many tokens give bit-identical KV
+# however a prompt is cut (measured: tests/engine/test_batch_numerics.py, bench/decode_rows.py).
 EXACT_MIN_PIECE = 8
 
 

@@ -238,8 +238,8 @@ def decrypt_version(store: ModelStore, version: Version, key: bytes) -> Path:
 
 
 def sweep_decrypted(store_tmp: Path) -> int:
-    """Remove decrypted folders a killed process left (on tmpfs; in the store, where versions before
-    0.1 decrypted when there was no tmpfs); how many."""
+    """Remove decrypted folders a killed process left (on tmpfs; in the store's temp folder, where
+    earlier builds decrypted when there was no tmpfs); how many."""
     removed = 0
     runtime = [Path(os.environ["XDG_RUNTIME_DIR"])] if os.environ.get("XDG_RUNTIME_DIR") else []
     for base in (Path("/dev/shm"), *runtime, store_tmp):  # noqa: S108 - our own prefix, our own uid only

@@ -201,10 +201,12 @@ def test_exact_reuse_leaves_a_whole_piece_and_keeps_only_the_prompt() -> None:
     scheduler = Scheduler(n_slots=1, token_budget=32, exact=True)
     first = seq(list(range(1, 21)), max_tokens=4)
     scheduler.add(first)
-    while first.status is not SequenceStatus.FINISHED:
+    for _ in range(10):  # the prompt, then four tokens
         run_step(scheduler)
         if len(first.generated) >= 4:
             scheduler.finish(first)
+            break
+    assert first.status is SequenceStatus.FINISHED
     # The slot keeps the prompt, not the four tokens generated one at a time.
     assert scheduler.slots[0].tokens == list(range(1, 21))
     again = seq([*range(1, 21), 7, 7, 7])  # the same prompt, the answer and three more tokens
