@@ -71,13 +71,15 @@ class Load:
     seconds: float
     model: str
     prompts: PromptMaker
+    series: int = 0  # runs on one data directory use distinct series: its KV tiers keep earlier prompts
 
 
 async def closed_loop(url: str, headers: dict[str, str], load: Load, verify: ssl.SSLContext | bool = True) -> Run:
     """Clients in a closed loop; tokens counted when they arrive inside the steady window."""
     run = Run(window=load.seconds)
     rng = random.Random(load.clients)
-    counter = iter(range(10**9))
+    # Prompts of this point only: the server keeps earlier points' prompts cached (slots, host and disk tiers).
+    counter = iter(range(load.series * 10**8 + load.clients * 10**6, 10**10))
     arrivals: list[float] = []
     steady_from = time.perf_counter() + STAGGER_S * load.clients
     stop_at = steady_from + load.seconds
@@ -166,7 +168,7 @@ def main() -> int:
             stop(peer)
         minimal_env = {"MOLTBOT_PROFILE": "minimal", "MOLTBOT_THREADS": str(args.threads)}
         with running_server(data_dir, minimal_env) as server, RssSampler(server.process.pid) as rss:
-            load = Load(10, args.seconds, BUNDLED_CHAT_MODEL, prompts)
+            load = Load(10, args.seconds, BUNDLED_CHAT_MODEL, prompts, series=1)
             minimal = asyncio.run(closed_loop(server.url, headers, load, server.verify))
 
     print(f"\nconcurrency: closed loop, {args.seconds:.0f} s steady state per point, ~{PROMPT_TOKENS}-token prompts, "
