@@ -190,15 +190,21 @@ def _open_config(store: ModelStore, version: Version, key: bytes) -> tuple[dict[
     return config, layers
 
 
+def _memory_candidates() -> list[Path]:
+    """Where decrypted files may go, in order of preference: /dev/shm, then $XDG_RUNTIME_DIR."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return [Path("/dev/shm"), *([Path(runtime)] if runtime else [])]  # noqa: S108 - our own 0700 folders
+
+
 def memory_dir(mounts: Path = Path("/proc/self/mounts")) -> Path:
     """The writable tmpfs decrypted files go to (/dev/shm, else $XDG_RUNTIME_DIR): never a disk."""
     try:
         tmpfs = {line.split()[1] for line in mounts.read_text().splitlines() if line.split()[2:3] == ["tmpfs"]}
     except OSError:
         tmpfs = set()
-    for candidate in ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR", "")):  # noqa: S108 - our own 0700 folder
-        if candidate and candidate in tmpfs and os.access(candidate, os.W_OK):
-            return Path(candidate)
+    for candidate in _memory_candidates():
+        if str(candidate) in tmpfs and os.access(candidate, os.W_OK):
+            return candidate
     raise StoreError(
         "an encrypted model is decrypted into memory only, and no writable tmpfs was found (/dev/shm or "
         "$XDG_RUNTIME_DIR); mount one (in a container: --shm-size larger than the model)"
@@ -241,8 +247,7 @@ def sweep_decrypted(store_tmp: Path) -> int:
     """Remove decrypted folders a killed process left (on tmpfs; in the store's temp folder, where
     earlier builds decrypted when there was no tmpfs); how many."""
     removed = 0
-    runtime = [Path(os.environ["XDG_RUNTIME_DIR"])] if os.environ.get("XDG_RUNTIME_DIR") else []
-    for base in (Path("/dev/shm"), *runtime, store_tmp):  # noqa: S108 - our own prefix, our own uid only
+    for base in (*_memory_candidates(), store_tmp):  # our own prefix, our own uid only
         for folder in base.glob("moltbot-decrypt-*") if base.is_dir() else ():
             if folder.is_dir() and folder.stat().st_uid == os.getuid():
                 wipe(folder)

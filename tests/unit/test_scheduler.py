@@ -166,10 +166,9 @@ def test_a_shared_preamble_does_not_take_another_conversations_slot() -> None:
 
 
 def test_exact_pieces_are_never_shorter_than_the_minimum() -> None:
-    """A 40-token prompt under a 16-token budget beside three decodes: no piece under 8 tokens, none
-    that leaves fewer than 8 behind."""
+    """A 40-token prompt under a 20-token budget beside three decodes (17 left a step): no piece under
+    8 tokens, none that leaves fewer than 8 behind."""
     scheduler = Scheduler(n_slots=4, token_budget=20, exact=True)
-    scheduler.token_budget = 16  # the step budget of a smaller batch, for the arithmetic below
     decoders = [seq([100 + i, 1, 2], max_tokens=50) for i in range(3)]
     for d in decoders:
         scheduler.add(d)
@@ -182,12 +181,11 @@ def test_exact_pieces_are_never_shorter_than_the_minimum() -> None:
         if long.prompt_ready:
             break
     assert sum(pieces) == 40 and all(count >= EXACT_MIN_PIECE for count in pieces), pieces
-    assert pieces == [13, 13, 14]  # the last piece takes its 1-token rest along, past the step's 13
+    assert pieces == [17, 15, 8]  # 17 would have left 6: the second piece stops at 15
 
 
 def test_exact_piece_sizes() -> None:
     scheduler = Scheduler(n_slots=1, token_budget=17, exact=True)
-    scheduler.token_budget = 16
     assert scheduler._piece(pending=5, budget=16) == 5  # a whole short prompt
     assert scheduler._piece(pending=20, budget=16) == 12  # leaves 8, not 4
     assert scheduler._piece(pending=14, budget=13) == 14  # a 1-token rest goes along
