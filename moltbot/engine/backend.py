@@ -6,7 +6,16 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Protocol
 
-from moltbot.engine.types import ChatMessage, Chunk, Completion, Embeddings, ModelInfo, Prompt, SamplingParams
+from moltbot.engine.types import (
+    ChatMessage,
+    Chunk,
+    Completion,
+    Embeddings,
+    EmbedInput,
+    ModelInfo,
+    Prompt,
+    SamplingParams,
+)
 
 
 class PromptBuilder(Protocol):
@@ -16,6 +25,8 @@ class PromptBuilder(Protocol):
     def info(self) -> ModelInfo: ...
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt: ...
 
@@ -27,7 +38,12 @@ class Backend(PromptBuilder, Protocol):
         """Yield text pieces; the last chunk has a finish reason and the token counts."""
         ...
 
-    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+    def embed(
+        self, inputs: Sequence[EmbedInput], *, truncate: bool = False, cancel: threading.Event | None = None
+    ) -> Embeddings:
+        """Vectors of texts or token ids; past the context a ContextLengthError unless `truncate`;
+        stops between batches once `cancel` is set."""
+        ...
 
     def close(self) -> None: ...
 
@@ -52,6 +68,6 @@ class Worker(Protocol):
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion: ...
 
-    async def embed(self, texts: Sequence[str]) -> Embeddings: ...
+    async def embed(self, inputs: Sequence[EmbedInput], *, truncate: bool = False) -> Embeddings: ...
 
     def close(self) -> None: ...

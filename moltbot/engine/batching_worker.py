@@ -17,7 +17,7 @@ from moltbot.engine.runner import LlamaRunner, RunnerOptions
 from moltbot.engine.scheduler import Scheduler
 from moltbot.engine.sequence import Sequence as EngineSequence
 from moltbot.engine.stats import EngineStats
-from moltbot.engine.types import Chunk, Completion, Embeddings, ModelInfo, Prompt, SamplingParams
+from moltbot.engine.types import Chunk, Completion, Embeddings, EmbedInput, ModelInfo, Prompt, SamplingParams
 from moltbot.engine.worker import WorkerLimits, collect
 
 
@@ -132,7 +132,7 @@ class BatchingWorker:
     async def generate(self, prompt: Prompt, params: SamplingParams) -> Completion:
         return await collect(self.stream(prompt, params))
 
-    async def embed(self, texts: Sequence[str]) -> Embeddings:
+    async def embed(self, inputs: Sequence[EmbedInput], *, truncate: bool = False) -> Embeddings:
         raise UnsupportedOperationError(f"model {self.info.id!r} does not serve embeddings", param="model")
 
     def close(self) -> None:

@@ -16,11 +16,12 @@ import numpy.typing as npt
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
+from moltbot.engine.errors import ContextLengthError, ModelLoadError, RequestCancelledError, UnsupportedOperationError
 from moltbot.engine.types import (
     ChatMessage,
     Chunk,
     Embeddings,
+    EmbedInput,
     ModelInfo,
     ModelKind,
     Prompt,
@@ -99,7 +100,8 @@ class BertEmbedder:
         except KeyError as exc:
             raise ModelLoadError(f"embedding model {model_id!r} lacks tensor {exc.args[0]}") from exc
         self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(self._max_len)
+        self._tokenizer.no_truncation()
+        self._cls, self._sep = self._special("[CLS]", model_id), self._special("[SEP]", model_id)
         dim = int(config["hidden_size"])
         self._info = ModelInfo(
             id=model_id,
@@ -109,6 +111,7 @@ class BertEmbedder:
             context_size=self._max_len,
             embedding_dim=dim,
             size_bytes=(path / "model.safetensors").stat().st_size,
+            vocab_size=self._tokenizer.get_vocab_size(),
         )
 
     def _load_weights(self, t: dict[str, npt.NDArray[np.generic]], p: str, n_layers: int) -> None:
@@ -154,14 +157,39 @@ class BertEmbedder:
     def stream(self, prompt: Prompt, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         raise UnsupportedOperationError(f"model {self._info.id!r} is an embedding model", param="model")
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
+    def _special(self, token: str, model_id: str) -> int:
+        found = self._tokenizer.token_to_id(token)
+        if found is None:
+            raise ModelLoadError(f"embedding model {model_id!r} has no {token} token")
+        return int(found)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
+
+    def _ids(self, item: EmbedInput, index: int, truncate: bool) -> list[int]:
+        """An input's token ids with the special tokens the model reads ([CLS] … [SEP]), within the context."""
+        # Token ids are framed as the tokenizer frames a text (BERT: [CLS] … [SEP]).
+        ids = list(self._tokenizer.encode(item).ids) if isinstance(item, str) else [self._cls, *item, self._sep]
+        if len(ids) > self._max_len:
+            if not truncate:
+                raise ContextLengthError(
+                    f"input {index} has {len(ids)} tokens; this model reads at most {self._max_len} "
+                    '(send "truncate": true to cut longer inputs)',
+                    param="input",
+                )
+            ids = [*ids[: self._max_len - 1], ids[-1]]  # keep [SEP], as sentence-transformers does
+        return ids
+
+    def embed(
+        self, inputs: Sequence[EmbedInput], *, truncate: bool = False, cancel: threading.Event | None = None
+    ) -> Embeddings:
+        encoded = [self._ids(item, index, truncate) for index, item in enumerate(inputs)]
         vectors: list[list[float]] = []
-        total = 0
-        for start in range(0, len(texts), self._max_batch):
-            batch = [self._tokenizer.encode(t).ids for t in texts[start : start + self._max_batch]]
-            total += sum(len(ids) for ids in batch)
-            vectors.extend(self._encode(batch).tolist())
-        return Embeddings(vectors=vectors, prompt_tokens=total)
+        for start in range(0, len(encoded), self._max_batch):
+            if cancel is not None and cancel.is_set():
+                raise RequestCancelledError("the client went away")
+            vectors.extend(self._encode(encoded[start : start + self._max_batch]).tolist())
+        return Embeddings(vectors=vectors, prompt_tokens=sum(len(ids) for ids in encoded))
 
     def _encode(self, batch: list[list[int]]) -> Array:
         length = max(len(ids) for ids in batch)

@@ -42,3 +42,7 @@ class ModelNotReadyError(EngineBusyError):
 
 class RequestTimeoutError(EngineError):
     """Generation ran past the request time limit."""
+
+
+class RequestCancelledError(EngineError):
+    """The request was cancelled (its client went away) before it was done."""

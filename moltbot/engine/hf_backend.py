@@ -30,6 +30,7 @@ from moltbot.engine.types import (
     ChatMessage,
     Chunk,
     Embeddings,
+    EmbedInput,
     FinishReason,
     ModelInfo,
     ModelKind,
@@ -105,6 +106,7 @@ class HFCausalBackend:
             embedding_dim=int(getattr(text_config, "hidden_size", 0) or 0),
             has_chat_template=bool(getattr(self._tokenizer, "chat_template", None)),
             size_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")),
+            vocab_size=int(getattr(text_config, "vocab_size", 0) or len(self._tokenizer)),
         )
 
     def _load(self, transformers: Any, model_id: str, path: Path) -> tuple[Any, Any]:
@@ -203,7 +205,12 @@ class HFCausalBackend:
         text = self._tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return str(text)
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._decode(list(tokens))
+
+    def embed(
+        self, inputs: Sequence[EmbedInput], *, truncate: bool = False, cancel: threading.Event | None = None
+    ) -> Embeddings:
         raise UnsupportedOperationError(f"model {self._info.id!r} is a generation model", param="model")
 
     def close(self) -> None:

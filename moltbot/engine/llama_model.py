@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ from llama_cpp import _internals as internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from moltbot.engine.chat_template import render_transcript
-from moltbot.engine.errors import ModelLoadError
+from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
 from moltbot.engine.gguf_check import validate_gguf
-from moltbot.engine.types import ChatMessage, ModelInfo, ModelKind, Prompt
+from moltbot.engine.types import ChatMessage, Embeddings, EmbedInput, ModelInfo, ModelKind, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class LlamaModelFile:
             embedding_dim=self.model.n_embd(),
             has_chat_template=self._formatter is not None,
             size_bytes=path.stat().st_size,
+            vocab_size=self.n_vocab,
         )
 
     def _chat_formatter(self) -> Jinja2ChatFormatter | None:
@@ -91,6 +93,15 @@ class LlamaModelFile:
         if count < 0:
             raise ValueError("text could not be tokenized")
         return list(buffer[:count])
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of token ids (special tokens as their text); invalid UTF-8 replaced."""
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def embed(
+        self, inputs: Sequence[EmbedInput], *, truncate: bool = False, cancel: threading.Event | None = None
+    ) -> Embeddings:
+        raise UnsupportedOperationError(f"model {self.info.id!r} does not serve embeddings", param="model")
 
     def piece(self, token: int) -> bytes:
         return bytes(self.model.detokenize([token]))

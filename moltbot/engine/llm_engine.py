@@ -265,7 +265,7 @@ class LLMEngine:
             tail = seq.matcher.feed(seq.decoder.decode(b"", final=True)) + seq.matcher.flush()
             if seq.strip_leading_space:
                 tail = tail.lstrip(" ")
-        seq.emit(Chunk(tail, reason, len(seq.prompt.tokens), len(seq.generated)))
+        seq.emit(Chunk(tail, reason, len(seq.prompt.tokens), len(seq.generated), seq.reused))
         self._close(seq)
         if reason is FinishReason.CANCELLED:
             self.stats.cancelled_total += 1

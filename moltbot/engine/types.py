@@ -42,6 +42,7 @@ class ModelInfo:
     embedding_dim: int = 0
     has_chat_template: bool = False
     size_bytes: int = 0
+    vocab_size: int = 0  # token ids a request may send are 0 .. vocab_size - 1
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +78,7 @@ class Chunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens found in the KV cache instead of computed
 
 
 @dataclass(slots=True)
@@ -85,6 +87,11 @@ class Completion:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+
+
+# One embedding input: text, or the model's token ids of a text (special tokens are added as for text).
+EmbedInput = str | tuple[int, ...]
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,6 +26,7 @@ from moltbot.engine.types import (
     Chunk,
     Completion,
     Embeddings,
+    EmbedInput,
     FinishReason,
     ModelInfo,
     Prompt,
@@ -46,7 +47,7 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
     if last.finish_reason is FinishReason.TIMEOUT:
         raise RequestTimeoutError("generation exceeded the request time limit")
     reason = last.finish_reason or FinishReason.STOP
-    return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens)
+    return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens, last.cached_tokens)
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,8 +115,13 @@ class ModelWorker:
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return await self.call(lambda: self._backend.tokenize(text, add_special=add_special))
 
-    async def embed(self, texts: Sequence[str]) -> Embeddings:
-        return await self.call(lambda: self._backend.embed(texts))
+    async def embed(self, inputs: Sequence[EmbedInput], *, truncate: bool = False) -> Embeddings:
+        """Embed on the engine thread; a caller that stops waiting (client gone) stops it between batches."""
+        cancel = threading.Event()
+        try:
+            return await self.call(lambda: self._backend.embed(inputs, truncate=truncate, cancel=cancel))
+        finally:
+            cancel.set()
 
     def streams(self, prompt: Prompt, params: SamplingParams, n: int) -> list[AsyncIterator[Chunk]]:
         if n != 1:

@@ -16,9 +16,11 @@ from moltbot.engine.errors import (
     EngineError,
     InvalidGrammarError,
     ModelLoadError,
+    RequestCancelledError,
     RequestTimeoutError,
     UnsupportedOperationError,
 )
+from moltbot.gateway.disconnect import ClientDisconnectedError
 from moltbot.models.manager import DeployConflictError, DeployError, InsufficientMemoryError, ModelNotFoundError
 from moltbot.models.package import PackageKeyError
 from moltbot.models.registry import RegistryError
@@ -84,6 +86,8 @@ def from_engine(exc: EngineError) -> APIError:
         return APIError(400, exc.message, param=exc.param, code="unsupported")
     if isinstance(exc, RequestTimeoutError):
         return APIError(504, exc.message, type="timeout_error", code="request_timeout")
+    if isinstance(exc, RequestCancelledError):
+        return APIError(499, exc.message, code="client_closed_request")
     if isinstance(exc, ModelLoadError):
         return APIError(500, "the model failed to load", type="server_error")
     return APIError(500, "internal error in the engine", type="server_error")
@@ -152,6 +156,11 @@ async def _on_storage_busy(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_client_gone(_: Request, exc: Exception) -> JSONResponse:
+    """Nobody reads this reply: 499 (nginx's "client closed request") is what the access log records."""
+    return error_response(APIError(499, "the client closed the connection", code="client_closed_request"))
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(APIError(500, "internal server error", type="server_error"))
@@ -164,4 +173,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StorageFullError, _on_storage_full)
     app.add_exception_handler(StorageBusyError, _on_storage_busy)
+    app.add_exception_handler(ClientDisconnectedError, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,18 +12,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from moltbot.gateway.errors import envelope
 
 
-async def _refuse(send: Send, status: int, message: str) -> None:
-    body = json.dumps(envelope(message, "invalid_request_error")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
+async def _refuse(send: Send, status: int, message: str, code: str | None = None, *, close: bool = True) -> None:
+    """Answer with the error envelope; `close` when the body may not have been read (413, 431)."""
+    body = json.dumps(envelope(message, "invalid_request_error", code=code)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 _OFF_LOOP_BYTES = 64 << 10
+# A \\uD800-\\uDFFF escape: JSON allows it, but a lone one is no character and cannot reach UTF-8 text.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Content types under which curl and other clients send a JSON body by default.
+_LAX_TYPES = (b"", b"application/x-www-form-urlencoded", b"text/plain")
 
 
 def json_too_deep(body: bytes, limit: int) -> bool:
@@ -47,6 +51,57 @@ def json_too_deep(body: bytes, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether any string (key or value) in parsed JSON holds a lone UTF-16 surrogate; no recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def body_problem(body: bytes, max_depth: int) -> str | None:
+    """Why a JSON request body cannot be used (not UTF-8, nested too deep, a lone surrogate), or None.
+    Bodies that are not JSON at all are left to the route's parser."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not valid UTF-8"
+    if json_too_deep(body, max_depth):
+        return f"JSON nests deeper than {max_depth} levels"
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if _lone_surrogate(value):
+        return "the body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff not in a pair): it is not text"
+    return None
+
+
+def _content_type(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value.split(b";")[0].strip().lower())
+    return b""
+
+
+def _as_json(scope: Scope) -> Scope:
+    """The scope with its content type set to JSON (for a JSON body sent with curl's default type)."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -102,13 +157,17 @@ class RequestLimitsMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if len(body) > _OFF_LOOP_BYTES:  # a big body's check must not hold up the other requests
-            too_deep = await asyncio.to_thread(json_too_deep, body, self._max_json_depth)
-        else:
-            too_deep = json_too_deep(body, self._max_json_depth)
-        if too_deep:
-            await _refuse(send, 400, f"JSON nests deeper than {self._max_json_depth} levels")
-            return
+        kind = _content_type(scope)
+        if kind in _LAX_TYPES and body.lstrip()[:1] in (b"{", b"["):
+            scope, kind = _as_json(scope), b"application/json"  # JSON sent as curl's default form type
+        if kind == b"application/json" or kind.endswith(b"+json"):
+            if len(body) > _OFF_LOOP_BYTES:  # a big body's check must not hold up the other requests
+                problem = await asyncio.to_thread(body_problem, body, self._max_json_depth)
+            else:
+                problem = body_problem(body, self._max_json_depth)
+            if problem is not None:
+                await _refuse(send, 400, problem, "invalid_body", close=False)
+                return
         await self._app(scope, _replay(body, receive), send)
 
 

@@ -2,13 +2,14 @@
 
 Unknown fields are ignored, as OpenAI clients send fields servers may not know; known OpenAI
 fields that Moltbot does not implement are refused with a 400 when set (see `unsupported`).
+Types are strict, as OpenAI's are: `"stream": "yes"` or `"n": "2"` is a 400, not a guess.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelId = Annotated[str, Field(min_length=1, max_length=256)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -17,37 +18,71 @@ Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
 
 
+_STRICT = ConfigDict(extra="ignore", strict=True)
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+# What a content part of each type is, for the message that refuses it.
+_PART_KINDS = {"image_url": "images", "input_audio": "audio", "file": "files"}
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    """One part of a message's content; only text parts reach a text model (see `ChatMessageIn.text`)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str = Field(max_length=64)
+    text: str | None = None
+
+
+class UnsupportedContentError(ValueError):
+    """A content part the model cannot take (an image, audio, a file); `param` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
 
-    def text(self) -> str:
+    @model_validator(mode="after")
+    def _content_present(self) -> ChatMessageIn:
+        if self.content is None:
+            raise ValueError(f"a {self.role} message needs 'content'")
+        return self
+
+    def text(self, param: str = "content") -> str:
+        """The text the model reads: a string as it is, text parts joined with a newline between them
+        (as OpenAI's models see them). Raises UnsupportedContentError for any other part."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        pieces = []
+        for index, part in enumerate(self.content):
+            where = f"{param}.{index}"
+            if part.type != "text":
+                kind = _PART_KINDS.get(part.type)
+                what = f"this model does not accept {kind}" if kind else f"content parts of type {part.type!r}"
+                raise UnsupportedContentError(f"{what}: only text parts are supported", where)
+            if part.text is None:
+                raise UnsupportedContentError("a text part needs 'text'", where)
+            pieces.append(part.text)
+        return "\n".join(pieces)
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     include_usage: bool = False
 
 
 class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
     name: str = Field(default="response", max_length=64)
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
@@ -55,7 +90,7 @@ class JsonSchemaSpec(BaseModel):
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
 
@@ -109,15 +144,17 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    # A string, strings, the model's token ids, or lists of them (as OpenAI's API takes).
+    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
     echo: bool = False
     suffix: str | None = None
     logprobs: int | None = None
     best_of: int | None = None
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: text, or the model's token ids."""
+        return _items(self.prompt)
 
     def unsupported(self) -> str | None:
         if self.logprobs is not None:
@@ -133,19 +170,32 @@ class CompletionRequest(_Sampling):
 
 class EmbeddingRequest(_Request):
     model: ModelId
-    input: str | list[str]
+    input: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+    # Not OpenAI's: cut inputs longer than the model's context instead of answering 400.
+    truncate: bool = False
 
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """Each input: text, or the model's token ids."""
+        return _items(self.input)
+
+
+def _items(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """One text or token-id list, or a list of them, as a list of items."""
+    if isinstance(value, str):
+        return [value]
+    items: list[Any] = list(value)
+    if items and isinstance(items[0], int):
+        return [items]
+    return items
 
 
 class KeyCreateRequest(BaseModel):
     """POST /v1/admin/keys. Not an OpenAI shape: unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     scopes: list[str] = Field(min_length=1, max_length=16)
@@ -156,7 +206,7 @@ _MAX_TEXT = 100_000  # characters of a system prompt or a message
 
 
 class SessionCreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1, max_length=200)
     system_prompt: str | None = Field(default=None, max_length=_MAX_TEXT)
@@ -165,14 +215,14 @@ class SessionCreateRequest(BaseModel):
 
 
 class SessionUpdateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str | None = Field(default=None, max_length=500)
     metadata: dict[str, Any] | None = None
 
 
 class SessionMessageRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     content: str = Field(min_length=1, max_length=_MAX_TEXT)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -181,7 +231,7 @@ class SessionMessageRequest(BaseModel):
 
 
 class ExportedMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["user", "assistant"]
     content: str = Field(max_length=_MAX_TEXT)
@@ -190,7 +240,7 @@ class ExportedMessage(BaseModel):
 
 
 class SessionImportRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1, max_length=200)
     title: str | None = Field(default=None, max_length=500)
@@ -202,7 +252,7 @@ class SessionImportRequest(BaseModel):
 class DeployRequest(BaseModel):
     """POST /v1/admin/models/{name}/deploy. Not an OpenAI shape: unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: int | None = Field(default=None, ge=1, le=1_000_000)  # default: the store's active version
     in_place: bool = False  # unload the serving version first (when both would not fit in memory)

@@ -34,6 +34,7 @@ from moltbot.gateway.schemas import (
     CompletionRequest,
     EmbeddingRequest,
     ResponseFormat,
+    UnsupportedContentError,
 )
 from moltbot.gateway.sse import sse
 from moltbot.models.manager import ModelManager
@@ -51,18 +52,24 @@ class Reply:
     engine_seconds: float
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; `cached` prompt tokens came from the KV cache instead of being computed."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
-def chunk_base(model: str) -> dict[str, Any]:
+def chunk_base(model: str, fingerprint: str) -> dict[str, Any]:
     """The fields every `chat.completion.chunk` of one stream shares."""
     return {
         "id": f"chatcmpl-{secrets.token_hex(12)}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": fingerprint,
     }
 
 
@@ -136,10 +143,16 @@ class OpenAIServing:
 
     # -- chat ----------------------------------------------------------------------------------
 
+    def fingerprint(self, worker: Worker) -> str:
+        return self._models.fingerprint(worker)
+
     def _messages(self, messages: list[ChatMessageIn]) -> list[ChatMessage]:
         if len(messages) > self._settings.max_messages:
             raise APIError(400, f"at most {self._settings.max_messages} messages are allowed", param="messages")
-        return [ChatMessage(_ROLES[m.role], m.text()) for m in messages]
+        try:
+            return [ChatMessage(_ROLES[m.role], m.text(f"messages.{i}.content")) for i, m in enumerate(messages)]
+        except UnsupportedContentError as exc:
+            raise APIError(400, str(exc), param=exc.param, code="unsupported_content") from None
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[Worker, Prompt, SamplingParams]:
         self._check_common(req.n, req.stop_list(), req.unsupported())
@@ -170,7 +183,7 @@ class OpenAIServing:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": worker.info.id,
-            "system_fingerprint": None,
+            "system_fingerprint": self.fingerprint(worker),
             "choices": [
                 {
                     "index": index,
@@ -180,19 +193,25 @@ class OpenAIServing:
                 }
                 for index, done in enumerate(results)
             ],
-            "usage": usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results)),
+            "usage": usage(
+                results[0].prompt_tokens, sum(r.completion_tokens for r in results), results[0].cached_tokens
+            ),
         }
         return Reply(body, engine_seconds)
 
     async def chat_stream(self, req: ChatCompletionRequest, on_usage: UsageHook | None = None) -> AsyncIterator[bytes]:
         worker, prompt, params = await self.prepare_chat(req)
         streams = [await _started(s) for s in worker.streams(prompt, params, req.n or 1)]
-        return self._chat_events(worker.info.id, streams, req.include_usage(), on_usage)
+        base = chunk_base(worker.info.id, self.fingerprint(worker))
+        return self._chat_events(base, streams, req.include_usage(), on_usage)
 
     async def _chat_events(
-        self, model: str, streams: list[AsyncIterator[Chunk]], include_usage: bool, on_usage: UsageHook | None
+        self,
+        base: dict[str, Any],
+        streams: list[AsyncIterator[Chunk]],
+        include_usage: bool,
+        on_usage: UsageHook | None,
     ) -> AsyncIterator[bytes]:
-        base = chunk_base(model)
         extra = {"usage": None} if include_usage else {}
 
         def event(index: int, delta: dict[str, Any], finish: str | None) -> bytes:
@@ -230,8 +249,11 @@ class OpenAIServing:
         if len(prompts) > self._settings.max_embedding_inputs:
             raise APIError(400, f"at most {self._settings.max_embedding_inputs} prompts are allowed", param="prompt")
         jobs = []
-        for text in prompts:
-            tokens: list[int] = await _off_loop_if_long(len(text), worker.backend.tokenize, text)
+        for item in prompts:
+            if isinstance(item, str):
+                tokens: list[int] = await _off_loop_if_long(len(item), worker.backend.tokenize, item)
+            else:
+                tokens = _checked_ids(item, worker, "prompt")
             prompt = Prompt(tuple(tokens))
             params = SamplingParams(
                 max_tokens=self._max_tokens(worker, prompt, req.max_tokens, "max_tokens"),
@@ -248,17 +270,18 @@ class OpenAIServing:
     async def completion(self, req: CompletionRequest) -> Reply:
         worker, jobs = await self.prepare_completion(req)
         n = req.n or 1
-        choices, prompt_tokens, completion_tokens, engine = [], 0, 0, 0.0
-        for job_index, ((prompt, params), text) in enumerate(zip(jobs, req.prompts(), strict=True)):
+        choices, prompt_tokens, completion_tokens, cached, engine = [], 0, 0, 0, 0.0
+        for job_index, ((prompt, params), item) in enumerate(zip(jobs, req.prompts(), strict=True)):
             submitted = time.perf_counter()
             results, seconds = await _gather(worker.streams(prompt, params, n), submitted)
             for j, done in enumerate(results):
-                prefix = text if req.echo else ""
+                prefix = _echo_text(worker, item) if req.echo else ""
                 finish = finish_reason(done.finish_reason)
                 choices.append(
                     {"text": prefix + done.text, "index": job_index * n + j, "logprobs": None, "finish_reason": finish}
                 )
             prompt_tokens += results[0].prompt_tokens
+            cached += results[0].cached_tokens
             completion_tokens += sum(r.completion_tokens for r in results)
             engine += seconds
         body = {
@@ -266,9 +289,9 @@ class OpenAIServing:
             "object": "text_completion",
             "created": int(time.time()),
             "model": worker.info.id,
-            "system_fingerprint": None,
+            "system_fingerprint": self.fingerprint(worker),
             "choices": choices,
-            "usage": usage(prompt_tokens, completion_tokens),
+            "usage": usage(prompt_tokens, completion_tokens, cached),
         }
         return Reply(body, engine)
 
@@ -292,7 +315,7 @@ class OpenAIServing:
             "object": "text_completion",
             "created": int(time.time()),
             "model": worker.info.id,
-            "system_fingerprint": None,
+            "system_fingerprint": self.fingerprint(worker),
         }
         extra = {"usage": None} if req.include_usage() else {}
         n = req.n or 1
@@ -303,12 +326,12 @@ class OpenAIServing:
             return sse({**base, "choices": [choice], **extra})
 
         try:
-            for job_index, (job, text) in enumerate(zip(jobs, req.prompts(), strict=True)):
+            for job_index, (job, item) in enumerate(zip(jobs, req.prompts(), strict=True)):
                 try:
                     streams = first if job_index == 0 else worker.streams(*job, n)
                     if req.echo:
                         for j in range(n):
-                            yield event(job_index * n + j, text, None)
+                            yield event(job_index * n + j, _echo_text(worker, item), None)
                     async for j, chunk in _merged(streams):
                         if chunk.text:
                             yield event(job_index * n + j, chunk.text, None)
@@ -331,17 +354,18 @@ class OpenAIServing:
         worker = self._models.get(req.model)
         if worker.info.kind is not ModelKind.EMBED:
             raise APIError(400, f"model {req.model!r} does not serve embeddings", param="model", code="unsupported")
-        texts = req.inputs()
-        if not texts or len(texts) > self._settings.max_embedding_inputs:
+        items = req.inputs()
+        if not items or len(items) > self._settings.max_embedding_inputs:
             raise APIError(400, f"input must hold 1 to {self._settings.max_embedding_inputs} items", param="input")
-        if any(not t for t in texts):
-            raise APIError(400, "input items must be non-empty strings", param="input")
+        if any(not t for t in items):
+            raise APIError(400, "input items must be non-empty strings or token lists", param="input")
+        inputs = [t if isinstance(t, str) else tuple(_checked_ids(t, worker, "input")) for t in items]
         if req.dimensions is not None and req.dimensions != worker.info.embedding_dim:
             raise APIError(
                 400, f"this model's embeddings have {worker.info.embedding_dim} dimensions", param="dimensions"
             )
         started = time.perf_counter()
-        result = await worker.embed(texts)
+        result = await worker.embed(inputs, truncate=req.truncate)
         elapsed = time.perf_counter() - started
         data = [
             {"object": "embedding", "index": i, "embedding": _encode_vector(v, req.encoding_format)}
@@ -365,6 +389,19 @@ class OpenAIServing:
 def _model_card(model_id: str, worker: Worker | None) -> dict[str, Any]:
     created = worker.info.created if worker else 0
     return {"id": model_id, "object": "model", "created": created, "owned_by": "moltbot"}
+
+
+def _checked_ids(ids: list[int], worker: Worker, param: str) -> list[int]:
+    """Token ids a client sent: each must be one of the model's."""
+    size = worker.info.vocab_size
+    bad = next((t for t in ids if t >= size), None)
+    if bad is not None:
+        raise APIError(400, f"token id {bad} is not in the model's vocabulary (0 to {size - 1})", param=param)
+    return ids
+
+
+def _echo_text(worker: Worker, item: str | list[int]) -> str:
+    return item if isinstance(item, str) else worker.backend.detokenize(item)
 
 
 def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
@@ -429,10 +466,14 @@ def _report_usage(on_usage: UsageHook | None, finals: list[Chunk], per_prompt: i
         on_usage(_total_usage(finals, per_prompt)["total_tokens"])
 
 
-def _total_usage(finals: list[Chunk], per_prompt: int = 1) -> dict[str, int]:
-    """Usage over several choices: each prompt counted once, every generated token counted."""
+def _total_usage(finals: list[Chunk], per_prompt: int = 1) -> dict[str, Any]:
+    """Usage over several choices: each prompt counted once (its cached tokens as the first choice that
+    read it found them), every generated token counted."""
     prompts = sum(c.prompt_tokens for c in finals) // max(per_prompt, 1)
-    return usage(prompts, sum(c.completion_tokens for c in finals))
+    cached = (
+        min((c.cached_tokens for c in finals), default=0) if per_prompt > 1 else sum(c.cached_tokens for c in finals)
+    )
+    return usage(prompts, sum(c.completion_tokens for c in finals), cached)
 
 
 def _error_event(exc: Exception) -> bytes:

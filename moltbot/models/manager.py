@@ -12,16 +12,20 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import hashlib
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 import psutil
 
+from moltbot import __version__
 from moltbot.engine.backend import Worker
 from moltbot.engine.errors import EngineError, ModelNotReadyError
 from moltbot.engine.types import ModelKind, Prompt, SamplingParams
@@ -84,6 +88,22 @@ class DeployResult:
     smoke_seconds: float
     seconds: float  # from the request to the switch
     unchanged: bool = False
+
+
+def engine_build() -> str:
+    """Moltbot's version and the llama.cpp binding's: part of every reply's system_fingerprint."""
+    try:
+        binding = package_version("llama-cpp-python")
+    except PackageNotFoundError:
+        binding = "none"
+    return f"moltbot-{__version__}+llama-cpp-python-{binding}"
+
+
+def system_fingerprint(source: ModelSource | None) -> str:
+    """`fp_` and a short hash of the model version (its digest) and the engine build: it changes when
+    either does, as OpenAI's does when their serving configuration changes."""
+    what = "unknown" if source is None else f"{source.id}:{source.version}:{source.digest}"
+    return "fp_" + hashlib.sha256(f"{what}|{engine_build()}".encode()).hexdigest()[:12]
 
 
 def available_memory() -> int:
@@ -178,6 +198,15 @@ class ModelManager:
             log.info("model %s version %s loaded in %.2f s", entry.source.id, entry.source.version, entry.load_seconds)
         if self.on_load is not None:
             self.on_load(entry.source.id, entry.source.version, entry.state is LoadState.LOADED, entry.load_seconds)
+
+    def fingerprint(self, worker: Worker) -> str:
+        """The system fingerprint of the version `worker` serves (a draining one included)."""
+        with self._lock:
+            candidates = [*self._entries.values(), *(r.entry for r in self._retiring)]
+        for entry in candidates:
+            if entry.worker is worker:
+                return system_fingerprint(entry.source)
+        return system_fingerprint(None)
 
     def get(self, model_id: str) -> Worker:
         """The worker of a loaded model; raises ModelNotFoundError or ModelNotReadyError. Inside

@@ -3,22 +3,43 @@ foreign keys), PostgreSQL (psycopg 3) when a URL names one. Alembic migrations r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 HEAD = "head"
+_BEGIN_MODE = "moltbot_sqlite_begin"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun by SQLAlchemy's "begin" event below, not by the sqlite3 module (which
+    # starts one lazily, at the first write: two writers could both read before either writes).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=5000"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for write transactions (`writing`): the write lock is taken before the first
+    read, so read-then-write transactions serialize instead of failing; plain BEGIN otherwise."""
+    mode = conn.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write after reading: on SQLite it holds the database's write lock from
+    its start (waiting up to the busy timeout for it); on PostgreSQL, lock the rows it reads."""
+    with engine.connect().execution_options(**{_BEGIN_MODE: "IMMEDIATE"}) as conn, conn.begin():
+        yield conn
 
 
 def alembic_config() -> Config:
@@ -49,6 +70,7 @@ def create_database_engine(url: str | None, sqlite_path: Path) -> Engine:
     sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{sqlite_path}", future=True)
     event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from moltbot.storage.crypto import Vault
+from moltbot.storage.database import writing
 from moltbot.storage.schema import messages, sessions
-
-_SEQ_RETRIES = 5
 
 
 class StorageFullError(Exception):
@@ -38,7 +37,7 @@ def _full(exc: BaseException) -> bool:
 def _writing(engine: Engine) -> Iterator[Connection]:
     """A write transaction; a full disk becomes StorageFullError, a lock held too long StorageBusyError."""
     try:
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             yield conn
     except OperationalError as exc:
         if _full(exc):
@@ -222,38 +221,20 @@ class SessionRepository:
         message_id = f"msg_{secrets.token_hex(12)}"
         sealed = self._vault.encrypt_text(content, "messages", "content", message_id)
         now = time.time() if created_at is None else created_at
-        for attempt in range(_SEQ_RETRIES):
-            try:
-                with _writing(self._engine) as conn:
-                    # The session's row lock orders concurrent appends (PostgreSQL; SQLite has one writer).
-                    owned = conn.execute(
-                        select(sessions.c.id)
-                        .where(sessions.c.id == session_id, sessions.c.key_id == key_id)
-                        .with_for_update()
-                    ).first()
-                    if owned is None:
-                        return None
-                    last = conn.execute(
-                        select(func.max(messages.c.seq)).where(messages.c.session_id == session_id)
-                    ).scalar()
-                    seq = 0 if last is None else int(last) + 1
-                    conn.execute(
-                        insert(messages).values(
-                            id=message_id,
-                            session_id=session_id,
-                            seq=seq,
-                            role=role,
-                            content=sealed,
-                            status=status,
-                            created_at=now,
-                        )
-                    )
-                    conn.execute(update(sessions).where(sessions.c.id == session_id).values(updated_at=now))
-                return Message(message_id, session_id, seq, role, content, status, now)
-            except (IntegrityError, StorageBusyError):  # another writer took the same seq: read again
-                if attempt == _SEQ_RETRIES - 1:
-                    raise
-        return None
+        with _writing(self._engine) as conn:
+            # Concurrent appends are ordered by the session's row lock on PostgreSQL and by the write
+            # lock BEGIN IMMEDIATE takes on SQLite: the max(seq) read is never stale, nothing retries.
+            owned = conn.execute(
+                select(sessions.c.id).where(sessions.c.id == session_id, sessions.c.key_id == key_id).with_for_update()
+            ).first()
+            if owned is None:
+                return None
+            last = conn.execute(select(func.max(messages.c.seq)).where(messages.c.session_id == session_id)).scalar()
+            seq = 0 if last is None else int(last) + 1
+            values = {"session_id": session_id, "seq": seq, "role": role, "status": status, "created_at": now}
+            conn.execute(insert(messages).values(id=message_id, content=sealed, **values))
+            conn.execute(update(sessions).where(sessions.c.id == session_id).values(updated_at=now))
+        return Message(message_id, session_id, seq, role, content, status, now)
 
     def import_session(
         self, key_id: str, model: str, data: dict[str, Any], history: Sequence[dict[str, Any]]

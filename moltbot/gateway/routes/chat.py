@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from moltbot.gateway.auth import charge_tokens
+from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import ChatCompletionRequest
 from moltbot.gateway.sse import event_stream
@@ -19,7 +20,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     state = request.scope["state"]
     if body.stream:
         return event_stream(await serving.chat_stream(body, on_usage=lambda tokens: charge_tokens(state, tokens)))
-    reply = await serving.chat(body)
+    reply = await unless_disconnected(request, serving.chat(body))
     state[ENGINE_SECONDS_KEY] = reply.engine_seconds
     charge_tokens(state, reply.body["usage"]["total_tokens"])
     return JSONResponse(reply.body)

@@ -22,8 +22,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from moltbot.engine.backend import Worker
+from moltbot.engine.errors import RequestTimeoutError
 from moltbot.engine.types import Chunk, FinishReason, SamplingParams
 from moltbot.gateway.auth import API_KEY_STATE, charge_tokens
+from moltbot.gateway.disconnect import ClientDisconnectedError, unless_disconnected
 from moltbot.gateway.errors import APIError, envelope
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import (
@@ -199,7 +201,8 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
     session = await asyncio.to_thread(repo.get, owner, _checked_id(session_id), with_messages=True)
     if session is None:
         raise _not_found(session_id)
-    worker: Worker = request.app.state.serving.generator(session.model)
+    serving = request.app.state.serving
+    worker: Worker = serving.generator(session.model)
     settings = request.app.state.settings
     if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
         raise APIError(400, f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
@@ -216,17 +219,31 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
     (stream,) = worker.streams(turn.prompt, params, 1)
     extra = {"session_id": session_id, "user_message_id": user.id, "truncated_messages": turn.dropped}
     state = request.scope["state"]
+    fingerprint = serving.fingerprint(worker)
     if body.stream:
         first = await anext(aiter(stream))  # admission errors become HTTP errors, not broken streams
-        return event_stream(_turn_events(repo, owner, worker.info.id, first, stream, extra=extra, state=state))
+        base = {**chunk_base(worker.info.id, fingerprint), "session_id": session_id}
+        return event_stream(_turn_events(repo, owner, base, first, stream, extra=extra, state=state))
     started = time.perf_counter()
     pieces: list[str] = []
     last = Chunk("")
-    async for chunk in stream:
-        pieces.append(chunk.text)
-        last = chunk
+
+    async def generate() -> None:
+        nonlocal last
+        async for chunk in stream:
+            pieces.append(chunk.text)
+            last = chunk
+
+    try:
+        await unless_disconnected(request, generate())
+    except ClientDisconnectedError:  # stopped for nobody: keep what was said, as for a stream
+        await asyncio.to_thread(repo.add_message, owner, session_id, "assistant", "".join(pieces), status="interrupted")
+        raise
     state[ENGINE_SECONDS_KEY] = time.perf_counter() - started
     text = "".join(pieces)
+    if last.finish_reason is FinishReason.TIMEOUT:  # as chat answers it: 504, and the answer is not complete
+        await asyncio.to_thread(repo.add_message, owner, session_id, "assistant", text, status="interrupted")
+        raise RequestTimeoutError("generation exceeded the request time limit")
     answer = await asyncio.to_thread(repo.add_message, owner, session_id, "assistant", text)
     used = _usage(last)
     charge_tokens(state, used["total_tokens"])
@@ -236,6 +253,7 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
             "object": "chat.completion",
             "created": int(time.time()),
             "model": worker.info.id,
+            "system_fingerprint": fingerprint,
             "choices": [
                 {
                     "index": 0,
@@ -251,21 +269,20 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
     )
 
 
-def _usage(last: Chunk) -> dict[str, int]:
-    return usage(last.prompt_tokens, last.completion_tokens)
+def _usage(last: Chunk) -> dict[str, Any]:
+    return usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens)
 
 
 async def _turn_events(
     repo: SessionRepository,
     owner: str,
-    model: str,
+    base: dict[str, Any],
     first: Chunk,
     stream: AsyncIterator[Chunk],
     *,
     extra: dict[str, Any],
     state: dict[str, Any],
 ) -> AsyncIterator[bytes]:
-    base = {**chunk_base(model), "session_id": extra["session_id"]}
 
     def event(delta: dict[str, Any], finish: str | None) -> bytes:
         return sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
