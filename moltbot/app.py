@@ -211,6 +211,18 @@ async def _refresh_keys(keys: KeyStore) -> None:
             log.exception("refreshing API keys failed")
 
 
+def _report_cut_requests(services: Services) -> None:
+    """At shutdown, after the drain window: say how many generations it did not let finish."""
+    cut = sum(e.worker.queue_depth for e in services.models.entries() if e.worker is not None)
+    if cut:
+        log.warning(
+            "shutdown: the drain window of %.0f s (MOLTBOT_SHUTDOWN_DRAIN_S) ended with %d generations still "
+            "running; they are cut",
+            services.runtime.settings.drain_seconds,
+            cut,
+        )
+
+
 def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -225,6 +237,7 @@ def create_app(services: Services) -> FastAPI:
                 services.runtime.settings.metrics_port, addr="127.0.0.1", registry=services.metrics.registry
             )
         yield
+        _report_cut_requests(services)
         refresher.cancel()
         if metrics_server is not None:
             metrics_server.shutdown()

@@ -7,6 +7,7 @@ import getpass
 import ipaddress
 import json
 import logging
+import math
 import os
 import signal
 import ssl
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.engine import make_url
 
-from moltbot import __version__, cli_models, offline
+from moltbot import __version__, cli_models, endpoint, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
@@ -119,12 +120,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_header=False,
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_seconds)),
         proxy_headers=False,  # X-Forwarded-For is read by the gateway, and only from MOLTBOT_TRUSTED_PROXIES
         ssl_context_factory=None if context is None else (lambda _config, _default: context),
     )
     print(f"Moltbot listening on {settings.scheme}://{settings.host}:{settings.port}/v1", flush=True)  # noqa: T201
-    uvicorn.Server(config).run()
+    recorded = endpoint.record(settings, endpoint.server_url(settings.scheme, settings.host, settings.port))
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        endpoint.forget(recorded)
     return 0
 
 
@@ -154,6 +159,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _base_url(args: argparse.Namespace) -> str:
+    """--url (with or without /v1), else the running server's recorded URL, else the configured one."""
+    return endpoint.api_base(args.url or endpoint.default_url(Settings()))
+
+
 def _verify(args: argparse.Namespace) -> ssl.SSLContext | bool:
     """How a CLI client checks the server: --cacert, else the local CA of the data directory, else the system's."""
     cafile = args.cacert or Settings().tls_dir / "ca.pem"
@@ -173,15 +183,16 @@ def cmd_ca(_: argparse.Namespace) -> int:
     files = tls.ensure_local_certificate(settings.tls_dir, tls.local_names(settings.tls_names))
     ca = files.ca
     assert ca is not None  # noqa: S101 - the local certificate always has a CA
+    base = endpoint.api_base(endpoint.default_url(settings))
     print(  # noqa: T201
         f"""Moltbot's local certificate authority: {ca}
 SHA-256 fingerprint: {tls.fingerprint(ca)}
 
 Trust it for one client (not the whole machine):
-  curl --cacert {ca} https://127.0.0.1:{settings.port}/healthz
+  curl --cacert {ca} {base.removesuffix("/v1")}/healthz
   SSL_CERT_FILE={ca} <program>                      # Python's ssl, httpx, requests
   httpx.Client(verify=ssl.create_default_context(cafile="{ca}"))
-  openai.OpenAI(base_url="https://127.0.0.1:{settings.port}/v1", api_key=KEY,
+  openai.OpenAI(base_url="{base}", api_key=KEY,
                 http_client=httpx.Client(verify=ssl.create_default_context(cafile="{ca}")))
 On another machine, copy ca.pem (never ca.key) and check the fingerprint above."""
     )
@@ -225,8 +236,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 2
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=300, verify=_verify(args)) as client:
-        print(f"Chatting with {args.model} at {args.url} (Ctrl-D to quit)")  # noqa: T201
+    base = _base_url(args)
+    with httpx.Client(base_url=base, headers=headers, timeout=300, verify=_verify(args)) as client:
+        print(f"Chatting with {args.model} at {base} (Ctrl-D to quit)")  # noqa: T201
         while True:
             try:
                 line = input("> ").strip()
@@ -401,7 +413,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 2
     try:
         response = httpx.get(
-            args.url.rstrip("/") + "/admin/alerts",
+            _base_url(args) + "/admin/alerts",
             headers={"Authorization": f"Bearer {key}"},
             timeout=30,
             verify=_verify(args),
@@ -492,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     chat = sub.add_parser("chat", help="chat with a running server in the terminal")
-    chat.add_argument("--url", default="https://127.0.0.1:8080/v1")
+    chat.add_argument("--url", help="the server's base URL, with or without /v1 (default: the running server's)")
     chat.add_argument("--cacert", help="CA file to verify the server (default: the data directory's local CA)")
     chat.add_argument("--key", help="API key (default: $MOLTBOT_API_KEY)")
     chat.add_argument("--model", default="gemma-3-270m")
@@ -537,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
 
     alerts = sub.add_parser("alerts", help="active alerts of a running server, or check a rules file")
-    alerts.add_argument("--url", default="https://127.0.0.1:8080/v1")
+    alerts.add_argument("--url", help="the server's base URL, with or without /v1 (default: the running server's)")
     alerts.add_argument("--cacert", help="CA file to verify the server (default: the data directory's local CA)")
     alerts.add_argument("--key", help="an admin API key (default: $MOLTBOT_API_KEY)")
     alerts.add_argument("--json", action="store_true", help="print the alerts as JSON")

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from moltbot import endpoint
 from moltbot.engine.errors import EngineError
 from moltbot.models.registry import Progress, RegistryAuth, Transfer, pull, push
 from moltbot.models.store import ModelStore, StoreError
@@ -207,7 +208,7 @@ def _api(args: argparse.Namespace, verify: Verify, path: str, body: dict[str, An
         return 2
     try:
         response = httpx.post(
-            args.url.rstrip("/") + path,
+            endpoint.api_base(args.url or endpoint.default_url(Settings())) + path,
             json=body,
             headers={"Authorization": f"Bearer {key}"},
             timeout=900,
@@ -278,7 +279,7 @@ def add_parser(sub: Any, table: Table, verify: Verify) -> None:
         if name == "deploy":
             parser.add_argument("version", nargs="?", type=int, help="default: the store's active version")
             parser.add_argument("--in-place", action="store_true", help="unload the serving version first")
-        parser.add_argument("--url", default="https://127.0.0.1:8080/v1")
+        parser.add_argument("--url", help="the server's base URL, with or without /v1 (default: the running server's)")
         parser.add_argument("--key", help="admin API key (default: $MOLTBOT_API_KEY)")
         parser.add_argument("--cacert", help="CA file to verify the server (default: the data directory's local CA)")
         parser.set_defaults(func=lambda args, v=verify: _remote(args, v))

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     rate_limit_concurrent: int = Field(default=32, ge=0)
     auth_failures_per_minute: int = Field(default=30, ge=0)
     queue_timeout_s: float = Field(default=60.0, gt=0)
+    # On SIGTERM: how long requests in flight may go on before they are cut (default: the request time
+    # limit, so any reply the server would finish, a full max_tokens stream included, finishes).
+    shutdown_drain_s: float | None = Field(default=None, ge=0, le=86_400)
+
+    @property
+    def drain_seconds(self) -> float:
+        return self.request_timeout_s if self.shutdown_drain_s is None else self.shutdown_drain_s
 
     @field_validator("log_level")
     @classmethod

@@ -31,30 +31,45 @@ def _long_body(stream: bool, max_tokens: int = 400) -> dict[str, object]:
     return {"model": CHAT_MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
 
 
-def test_queue_full_gives_503_with_retry_after(tight_server: Server) -> None:
-    statuses: list[int] = []
-    busy: list[httpx.Response] = []
-    lock = threading.Lock()
+@pytest.fixture(scope="module")
+def queue_server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
+    """One slot, one place in the queue, the default time limits (a busy machine is slow, not wrong)."""
+    env = {"MOLTBOT_PARALLEL": "1", "MOLTBOT_MAX_QUEUE": "1"}
+    with running_server(make_data_dir("queue"), env) as server:
+        server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        yield server
 
-    def call() -> None:
-        with tight_server.client() as client:
-            response = client.post("/v1/completions", json=_long_body(False, 60))
-        with lock:
-            statuses.append(response.status_code)
-            if response.status_code == 503:
-                busy.append(response)
 
-    threads = [threading.Thread(target=call) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.05)
-    for thread in threads:
-        thread.join(timeout=120)
-    assert 200 in statuses and busy, statuses
-    assert set(statuses) <= {200, 503}
-    error = assert_envelope(busy[0], 503)
+def _waiting(server: Server) -> float:
+    with server.client() as client:
+        lines = client.get("/metrics").text.splitlines()
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("moltbot_engine_requests_waiting{"))
+
+
+def test_queue_full_gives_503_with_retry_after(queue_server: Server) -> None:
+    """The slot busy (a stream we hold), the queue full (a request waiting): the next one gets 503 at
+    once. Each step waits for the server to say it is there, not for a time."""
+    queued: list[httpx.Response] = []
+    with queue_server.client() as client, client.stream("POST", "/v1/completions", json=_long_body(True, 2000)) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: {"))  # the slot is taken
+
+        def wait_in_queue() -> None:
+            with queue_server.client() as other:
+                queued.append(other.post("/v1/completions", json=_long_body(False, 2)))
+
+        waiter = threading.Thread(target=wait_in_queue)
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while _waiting(queue_server) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting(queue_server) == 1
+        busy = client.post("/v1/completions", json=_long_body(False, 2))
+    waiter.join(timeout=120)  # the held stream is closed: the waiting request runs
+    error = assert_envelope(busy, 503)
     assert error["code"] == "engine_busy"
-    assert int(busy[0].headers["retry-after"]) >= 1
+    assert int(busy.headers["retry-after"]) >= 1
+    assert [r.status_code for r in queued] == [200]
 
 
 def test_request_time_limit_gives_504(tight_server: Server) -> None:
@@ -85,3 +100,21 @@ def test_disconnect_frees_the_engine(tight_server: Server) -> None:
         waited = time.monotonic() - started
     assert quick.status_code == 200
     assert waited < 2.5, f"the engine was still busy {waited:.1f} s after the client left"
+
+
+def test_a_session_turn_past_the_time_limit_answers_504_and_is_stored_interrupted(tight_server: Server) -> None:
+    """As chat answers it (it used to be stored as complete and answered 200 with finish_reason stop)."""
+    with tight_server.client() as client:
+        session = client.post("/v1/sessions", json={"model": CHAT_MODEL}).json()
+        turn = client.post(
+            f"/v1/sessions/{session['id']}/messages",
+            json={
+                "content": "Continue counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
+                "max_tokens": 2000,
+                "temperature": 0,
+            },
+        )
+        error = assert_envelope(turn, 504)
+        assert error["code"] == "request_timeout"
+        stored = client.get(f"/v1/sessions/{session['id']}").json()["messages"]
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "interrupted")]

@@ -66,3 +66,38 @@ def test_terminal_chat_streams_an_answer(server: Server) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
+
+
+def test_terminal_chat_finds_the_running_server_without_flags(server: Server) -> None:
+    """The server runs on a random port (MOLTBOT_PORT in its environment only): the CLI finds it, and
+    takes a base URL with or without /v1."""
+    question = "What is the capital of France?\n"
+    found = run_cli(server.data_dir, "chat", "--key", server.admin_key, "--temperature", "0", stdin=question)
+    assert found.returncode == 0, found.stderr
+    assert "Paris" in found.stdout and f":{server.port}/v1" in found.stdout
+    bare = run_cli(
+        server.data_dir,
+        "chat",
+        "--url",
+        server.url + "/",
+        "--key",
+        server.admin_key,
+        "--temperature",
+        "0",
+        stdin=question,
+    )
+    assert bare.returncode == 0, bare.stderr
+    assert "Paris" in bare.stdout and "no such route" not in bare.stdout
+
+
+def test_ca_shows_the_running_servers_address(server: Server) -> None:
+    shown = run_cli(server.data_dir, "ca")
+    assert shown.returncode == 0, shown.stderr
+    assert f"https://127.0.0.1:{server.port}/healthz" in shown.stdout
+    assert f'base_url="https://127.0.0.1:{server.port}/v1"' in shown.stdout
+    assert ":8080" not in shown.stdout
+
+
+def test_alerts_without_a_url_reach_the_running_server(server: Server) -> None:
+    result = run_cli(server.data_dir, "alerts", "--key", server.admin_key)
+    assert result.returncode == 0, result.stderr

@@ -1,10 +1,15 @@
-"""Start-up: readiness, the admin key printed once, bundled model placement, bad model files."""
+"""Start-up and shutdown: readiness, the admin key printed once, bundled model placement, bad model files,
+the drain window."""
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -14,6 +19,7 @@ from tests.helpers import (
     CHAT_MODEL,
     EMBEDDING_MODEL,
     START_TIMEOUT_S,
+    Server,
     bundled_gguf,
     log_records,
     running_server,
@@ -104,27 +110,56 @@ def test_profile_and_settings_are_logged(make_data_dir: Callable[..., Path]) -> 
             assert client.post("/v1/completions", json=long_prompt).status_code == 400
 
 
-def test_shutdown_lets_running_streams_finish(make_data_dir: Callable[..., Path]) -> None:
-    import json
-    import signal
-    import threading
+def _stream_until_signalled(server: Server, body: dict[str, object]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Stream `body`; once its first event is in, SIGTERM the server; return the events and any error
+    the reading thread met (a thread never raises out: a cut stream is a result here, not a crash)."""
+    events: list[dict[str, Any]] = []
+    errors: list[str] = []
+    first = threading.Event()
 
-    data_dir = make_data_dir("drain")
-    with running_server(data_dir) as server:
+    def read() -> None:
+        try:
+            with server.client(timeout=600) as client, client.stream("POST", "/v1/completions", json=body) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        events.append(json.loads(line[6:]))
+                        first.set()
+        except httpx.HTTPError as exc:
+            errors.append(repr(exc))
+        finally:
+            first.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert first.wait(timeout=120), "no event in 120 s"
+    server.process.send_signal(signal.SIGTERM)
+    reader.join(timeout=600)
+    assert not reader.is_alive()
+    # uvicorn re-raises the signal once the graceful shutdown is done.
+    assert server.process.wait(timeout=600) in (0, -signal.SIGTERM)
+    return events, errors
+
+
+def test_shutdown_lets_running_streams_finish(make_data_dir: Callable[..., Path]) -> None:
+    """The default drain window is the request time limit: a reply the server started, finishes."""
+    with running_server(make_data_dir("drain")) as server:
         server.wait_for_key(time.monotonic() + 30)
         body = {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 120, "temperature": 0, "stream": True}
-        events: list[dict[str, object]] = []
-
-        def read() -> None:
-            with server.client() as client, client.stream("POST", "/v1/completions", json=body) as response:
-                events.extend(json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {"))
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        time.sleep(0.5)
-        server.process.send_signal(signal.SIGTERM)  # uvicorn waits up to 10 s for requests in flight
-        reader.join(timeout=30)
-        # uvicorn re-raises the signal once the graceful shutdown is done.
-        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
-    finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]  # type: ignore[index]
+        events, errors = _stream_until_signalled(server, body)
+    assert not errors
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]
     assert finishes[-1] == "length"
+    assert sum(1 for e in events if e["choices"] and e["choices"][0]["text"]) > 60
+
+
+def test_a_drain_window_that_ends_cuts_the_stream_and_says_so(make_data_dir: Callable[..., Path]) -> None:
+    env = {"MOLTBOT_SHUTDOWN_DRAIN_S": "1"}
+    with running_server(make_data_dir("cut"), env) as server:
+        server.wait_for_key(time.monotonic() + 30)
+        body = {"model": CHAT_MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 3000, "temperature": 0, "stream": True}
+        events, _errors = _stream_until_signalled(server, body)
+        log = server.stderr()
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]
+    assert "length" not in finishes
+    messages = [r.get("message", "") for r in log_records(log)]
+    assert any("drain window of 1 s" in m and "1 generations still running" in m for m in messages), messages[-5:]
