@@ -13,8 +13,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moltbot.models.store import BUNDLED_CHAT_MODEL, ModelStore, install_bundled
+from moltbot.models.bundled import GEMMA_BASE, MINILM, install_bundled
+from moltbot.models.store import ModelStore
 from tests.helpers import Server, create_key, free_port
+
+# The engine benches compare Moltbot and a peer on the same GGUF: the small base model.
+BUNDLED_CHAT_MODEL = GEMMA_BASE
 
 __all__ = [
     "BUNDLED_CHAT_MODEL",
@@ -36,7 +40,7 @@ def prepare_data_dir(tmp: str, scopes: str) -> tuple[Path, Path, str]:
     """A data directory with the bundled models and a key: (data dir, the GGUF's path, the key)."""
     data_dir = Path(tmp) / "data"
     store = ModelStore(data_dir / "models")
-    install_bundled(store)
+    install_bundled(store, frozenset({GEMMA_BASE, MINILM}))
     key = create_key(data_dir, scopes, name="bench")
     return data_dir, store.source(BUNDLED_CHAT_MODEL).path, key
 

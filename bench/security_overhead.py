@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import Call, alternate, client_for, percentile, prepare_data_dir, print_ab
 
-from moltbot.models.store import BUNDLED_CHAT_MODEL
+from moltbot.models.bundled import GEMMA_BASE as BUNDLED_CHAT_MODEL
 from tests.helpers import Server, running_server
 
 CHAT = {

@@ -45,9 +45,11 @@ from moltbot.gateway.routes import (
     sessions,
 )
 from moltbot.gateway.serving import OpenAIServing
+from moltbot.models.bundled import BY_ID as BUNDLED
+from moltbot.models.bundled import install_bundled
 from moltbot.models.manager import ModelManager, WorkerFactory
 from moltbot.models.package import ModelKeys, decrypt_version, sweep_decrypted, wipe
-from moltbot.models.store import ModelFormat, ModelSource, ModelStore, external_source, install_bundled
+from moltbot.models.store import ModelFormat, ModelSource, ModelStore, external_source
 from moltbot.monitor.metrics import AlertCollector, Metrics
 from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
 from moltbot.monitor.rules import load_rules
@@ -194,7 +196,13 @@ def load_models(services: Services) -> None:
         log.exception("could not place the bundled models in the model store")
     if swept := sweep_decrypted(services.store.tmp):
         log.warning("removed %d decrypted model folders left by an earlier process", swept)
-    sources = services.store.active_sources()
+    runtime = services.runtime
+    installed = services.store.active_sources()
+    sources = [s for s in installed if runtime.wanted(s.id, bundled=s.id in BUNDLED)]
+    if idle := sorted(s.id for s in installed if s not in sources):
+        log.info("installed and not loaded (MOLTBOT_MODELS names what loads): %s", ", ".join(idle))
+    if missing := [m for m in settings.models or () if m not in {s.id for s in installed}]:
+        log.error("MOLTBOT_MODELS names models that are not in the store: %s", ", ".join(missing))
     if settings.model_path is not None and (extra := external_source(settings.model_path)) is not None:
         sources = [s for s in sources if s.id != extra.id] + [extra]
     services.models.load_all(sources)
@@ -253,7 +261,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.settings = services.runtime.settings
     app.state.registry = services.metrics.registry
     app.state.monitor = services.monitor
-    app.state.serving = OpenAIServing(services.models, services.runtime.settings)
+    app.state.serving = OpenAIServing(services.models, services.runtime.settings, services.runtime.default_model)
     install_error_handlers(app)
     install_openapi(app)
     modules = (health, models, chat, completions, embeddings, metrics, admin, model_admin, sessions)

@@ -229,6 +229,14 @@ def _stream_reply(client: httpx.Client, args: argparse.Namespace, history: list[
     return "".join(pieces)
 
 
+def _default_model(client: httpx.Client) -> str:
+    """The server's default chat model (flagged in /v1/models), else its first text-generation model."""
+    models = client.get("/models").raise_for_status().json().get("data", [])
+    chat = [m for m in models if m.get("kind", "generate") == "generate"]
+    chosen = next((m for m in chat if m.get("default")), chat[0] if chat else {"id": ""})
+    return str(chosen["id"])
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("MOLTBOT_API_KEY")
     if not key:
@@ -238,6 +246,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {key}"}
     base = _base_url(args)
     with httpx.Client(base_url=base, headers=headers, timeout=300, verify=_verify(args)) as client:
+        if args.model is None:
+            try:
+                args.model = _default_model(client)
+            except httpx.HTTPError as exc:
+                print(f"cannot reach the server: {exc}", file=sys.stderr)  # noqa: T201
+                return 1
         print(f"Chatting with {args.model} at {base} (Ctrl-D to quit)")  # noqa: T201
         while True:
             try:
@@ -507,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", help="the server's base URL, with or without /v1 (default: the running server's)")
     chat.add_argument("--cacert", help="CA file to verify the server (default: the data directory's local CA)")
     chat.add_argument("--key", help="API key (default: $MOLTBOT_API_KEY)")
-    chat.add_argument("--model", default="gemma-3-270m")
+    chat.add_argument("--model", help="a model id (default: the server's default chat model)")
     chat.add_argument("--system", help="a system prompt")
     chat.add_argument("--temperature", type=float, default=0.7)
     chat.add_argument("--max-tokens", type=int, default=512)

@@ -38,6 +38,7 @@ class Profile:
     """Defaults sized for a class of machine; any setting overrides them."""
 
     name: ProfileName
+    chat_models: tuple[str, ...]  # bundled chat models loaded by default, the default one first
     context_size: int  # per sequence
     batch_size: int  # tokens per engine step
     parallel: int  # sequences decoded together, each with its own KV region of context_size
@@ -47,10 +48,15 @@ class Profile:
     kv_disk_bytes: int  # disk tier (encrypted files in the data directory), also kept across restarts
 
 
+# The chat models by profile: the 1.5B instruct model where memory allows (with the 0.5B beside it), the
+# 0.5B alone on a 2 GB machine (about 0.75 GiB resident against 2 GiB for the 1.5B at a 4k context).
+_BOTH = ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct")
+_SMALL = ("qwen2.5-coder-0.5b-instruct",)
+EMBEDDING_MODEL = "all-minilm-l6-v2"
 PROFILES: dict[ProfileName, Profile] = {
-    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, 2048, 256, 4, 8, 8, 256 << 20, 1 << 30),
-    ProfileName.STANDARD: Profile(ProfileName.STANDARD, 4096, 512, 12, 32, 32, 2 << 30, 8 << 30),
-    ProfileName.PRO: Profile(ProfileName.PRO, 8192, 1024, 32, 64, 64, 8 << 30, 32 << 30),
+    ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, _SMALL, 2048, 256, 4, 8, 8, 256 << 20, 1 << 30),
+    ProfileName.STANDARD: Profile(ProfileName.STANDARD, _BOTH, 4096, 512, 12, 32, 32, 2 << 30, 8 << 30),
+    ProfileName.PRO: Profile(ProfileName.PRO, _BOTH, 8192, 1024, 32, 64, 64, 8 << 30, 32 << 30),
 }
 
 
@@ -89,6 +95,9 @@ class Settings(BaseSettings):
     # previous answer's tokens are read again with the next turn, and the CPU's repacked weights are off.
     exact_cache: bool = True
     model_path: Path | None = None
+    # The models the server loads (ids in the store), the default chat model first. Unset: the profile's
+    # chat models, the embedding model, and every model of the store that did not ship with Moltbot.
+    models: list[str] | None = Field(default=None, max_length=64)
     bundled_models: bool = True
     model_versions_kept: int = Field(default=3, ge=1, le=100)  # per model; the active one is never removed
     # OCI registries for `moltbot models push/pull`: basic or token auth, TLS against the system CAs or
@@ -261,6 +270,18 @@ class Runtime:
     kv_cache_bytes: int
     kv_disk_bytes: int
     gpu_layers: int
+
+    @property
+    def default_model(self) -> str:
+        """The chat model a request that names none gets (the CLI, sessions, the applications)."""
+        chosen = self.settings.models
+        return chosen[0] if chosen else self.profile.chat_models[0]
+
+    def wanted(self, model_id: str, *, bundled: bool) -> bool:
+        """Whether the server loads `model_id` of the store at start."""
+        if self.settings.models is not None:
+            return model_id in self.settings.models
+        return model_id in self.profile.chat_models or model_id == EMBEDDING_MODEL or not bundled
 
     def describe(self) -> dict[str, Any]:
         """The effective settings, safe to log: webhook URLs (which may carry a token) show only their host."""

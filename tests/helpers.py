@@ -24,10 +24,15 @@ from typing import Any
 import httpx
 import pytest
 
-from moltbot.models.store import BUNDLED_CHAT_MODEL, BUNDLED_EMBEDDING_MODEL, ModelStore, install_bundled
+from moltbot.models.bundled import GEMMA_BASE, MINILM, QWEN_0_5B, install_bundled
+from moltbot.models.store import ModelStore
 
-CHAT_MODEL = BUNDLED_CHAT_MODEL
-EMBEDDING_MODEL = BUNDLED_EMBEDDING_MODEL
+# Most tests exercise the engine and the API, not a model's answers: they run on the small base model
+# (fast on 2 cores); tests of instruction following, templates and tools run on the 0.5B instruct model.
+CHAT_MODEL = GEMMA_BASE
+EMBEDDING_MODEL = MINILM
+INSTRUCT_MODEL = QWEN_0_5B
+TEST_MODELS = json.dumps([CHAT_MODEL, EMBEDDING_MODEL])
 START_TIMEOUT_S = 120.0
 _KEY_LINE = re.compile(r"Admin API key \(shown once, store it now\): (mb_\S+)")
 
@@ -191,6 +196,7 @@ def spawn_server(
         "MOLTBOT_HOST": "127.0.0.1",
         "MOLTBOT_PORT": str(port),
         "MOLTBOT_CONTEXT_SIZE": "4096",
+        "MOLTBOT_MODELS": TEST_MODELS,
         # Tests send many bad keys from one address on purpose; tests/security checks the default limit.
         "MOLTBOT_AUTH_FAILURES_PER_MINUTE": "100000",
         **(env or {}),

@@ -208,7 +208,7 @@ _MAX_TEXT = 100_000  # characters of a system prompt or a message
 class SessionCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: str = Field(min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200)  # default: the server's chat model
     system_prompt: str | None = Field(default=None, max_length=_MAX_TEXT)
     title: str | None = Field(default=None, max_length=500)
     metadata: dict[str, Any] | None = None

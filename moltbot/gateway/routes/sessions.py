@@ -118,12 +118,14 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
 
 @router.post("/v1/sessions", status_code=201)
 async def create_session(body: SessionCreateRequest, request: Request) -> JSONResponse:
-    request.app.state.serving.generator(body.model)
+    serving = request.app.state.serving
+    model = body.model or serving.default_model
+    serving.generator(model)
     _check_metadata(body.metadata)
     session = await asyncio.to_thread(
         _repo(request).create,
         _owner(request),
-        body.model,
+        model,
         title=body.title,
         metadata=body.metadata,
         system_prompt=body.system_prompt,
