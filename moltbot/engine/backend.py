@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from moltbot.engine.types import (
     ChatMessage,
@@ -28,7 +28,16 @@ class PromptBuilder(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt: ...
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the model's chat template renders tools (and so the model was taught to call them)."""
+        ...
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None, *, prefill: str = ""
+    ) -> Prompt:
+        """The prompt for the assistant's next message, which starts with `prefill`."""
+        ...
 
 
 class Backend(PromptBuilder, Protocol):

@@ -151,7 +151,13 @@ class BertEmbedder:
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special).ids)
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+    @property
+    def supports_tools(self) -> bool:
+        return False
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, object]] | None = None, *, prefill: str = ""
+    ) -> Prompt:
         raise UnsupportedOperationError(f"model {self._info.id!r} is an embedding model", param="model")
 
     def stream(self, prompt: Prompt, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:

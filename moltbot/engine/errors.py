@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+from moltbot.errors import MoltbotError
 
-class EngineError(Exception):
+
+class EngineError(MoltbotError):
     """Base of every engine error. `param` names the request field at fault, if any."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 class ModelLoadError(EngineError):

@@ -26,6 +26,7 @@ from moltbot.engine.detokenizer import IncrementalDetokenizer
 from moltbot.engine.errors import ContextLengthError, ModelLoadError, UnsupportedOperationError
 from moltbot.engine.hf_sampler import TorchSampler
 from moltbot.engine.stops import StopMatcher
+from moltbot.engine.template import message_dict
 from moltbot.engine.types import (
     ChatMessage,
     Chunk,
@@ -136,18 +137,26 @@ class HFCausalBackend:
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special))
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+    @property
+    def supports_tools(self) -> bool:
+        return "tools" in str(getattr(self._tokenizer, "chat_template", "") or "")
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None, *, prefill: str = ""
+    ) -> Prompt:
         if not self._info.has_chat_template:
             text, transcript_stops = render_transcript(messages)
-            return Prompt(tuple(self.tokenize(text)), transcript_stops, strip_leading_space=True)
-        chat = [{"role": m.role.value, "content": m.content} for m in messages]
+            return Prompt(tuple(self.tokenize(text + prefill)), transcript_stops, strip_leading_space=True)
+        chat = [message_dict(m) for m in messages]
         try:
-            text = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+            text = self._tokenizer.apply_chat_template(
+                chat, tools=list(tools) if tools else None, add_generation_prompt=True, tokenize=False
+            )
         except Exception as exc:  # the template's own refusal, such as roles out of turn
             raise UnsupportedOperationError(
                 f"the chat template of model {self._info.id!r} refused these messages: {exc}", param="messages"
             ) from exc
-        return Prompt(tuple(self.tokenize(str(text), add_special=False)))  # the template writes BOS itself
+        return Prompt(tuple(self.tokenize(str(text) + prefill, add_special=False)))  # the template writes BOS
 
     def stream(self, prompt: Prompt, params: SamplingParams, cancel: threading.Event) -> Iterator[Chunk]:
         self._check(prompt, params)

@@ -11,11 +11,11 @@ from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals as internals
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from moltbot.engine.chat_template import render_transcript
 from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
 from moltbot.engine.gguf_check import validate_gguf
+from moltbot.engine.template import ChatTemplate, TemplateError
 from moltbot.engine.types import ChatMessage, Embeddings, EmbedInput, ModelInfo, ModelKind, Prompt
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class LlamaModelFile:
             raise ModelLoadError(f"llama.cpp could not load model {model_id!r}") from exc
         self.vocab = self.model.vocab
         self.n_vocab = self.model.n_vocab()
-        self._formatter = self._chat_formatter()
+        self._template = self._chat_template(model_id)
         self.info = ModelInfo(
             id=model_id,
             kind=ModelKind.GENERATE,
@@ -68,18 +68,27 @@ class LlamaModelFile:
             created=int(path.stat().st_mtime),
             context_size=context_size,
             embedding_dim=self.model.n_embd(),
-            has_chat_template=self._formatter is not None,
+            has_chat_template=self._template is not None,
             size_bytes=path.stat().st_size,
             vocab_size=self.n_vocab,
         )
 
-    def _chat_formatter(self) -> Jinja2ChatFormatter | None:
-        template = self.model.metadata().get("tokenizer.chat_template")
-        if not template:
+    def _chat_template(self, model_id: str) -> ChatTemplate | None:
+        """The GGUF's chat template; a broken one is reported here and the transcript used instead."""
+        source = self.model.metadata().get("tokenizer.chat_template")
+        if not source:
             return None
+        self._bos_text = self.model.token_get_text(self.model.token_bos())
         eos = self.model.token_get_text(self.model.token_eos())
-        bos = self.model.token_get_text(self.model.token_bos())
-        return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        try:
+            return ChatTemplate(source, bos_token=self._bos_text, eos_token=eos)
+        except TemplateError as exc:
+            log.error("model %s: %s; chats are rendered as a plain transcript", model_id, exc.message)
+            return None
+
+    @property
+    def supports_tools(self) -> bool:
+        return self._template is not None and self._template.supports_tools
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self._tokenize(text.encode("utf-8"), add_bos=add_special, special=add_special)
@@ -109,17 +118,17 @@ class LlamaModelFile:
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
-        if self._formatter is None:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None, *, prefill: str = ""
+    ) -> Prompt:
+        """The prompt for the assistant's next message (continuing `prefill`, text the answer starts with)."""
+        if self._template is None:
             text, transcript_stops = render_transcript(messages)
-            return Prompt(tuple(self.tokenize(text)), transcript_stops, strip_leading_space=True)
-        chat: list[Any] = [{"role": m.role.value, "content": m.content} for m in messages]
-        rendered = self._formatter(messages=chat)
-        stop = rendered.stop
-        stops: tuple[str, ...] = tuple(stop) if isinstance(stop, list) else (stop,) if stop else ()
-        add_bos = not rendered.added_special
-        tokens = self._tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
-        return Prompt(tuple(tokens), stops)
+            return Prompt(tuple(self.tokenize(text + prefill)), transcript_stops, strip_leading_space=True)
+        text = self._template.render(messages, tools) + prefill
+        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab)) and not text.startswith(self._bos_text)
+        tokens = self._tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return Prompt(tuple(tokens))
 
     def close(self) -> None:
         self.model.close()  # type: ignore[no-untyped-call]

@@ -17,6 +17,7 @@ from moltbot.engine.sampler import Sampler, SamplerConfig
 from moltbot.engine.scheduler import MIN_REUSE, Plan, Scheduler, Work
 from moltbot.engine.sequence import Sequence, SequenceStatus
 from moltbot.engine.stats import EngineStats
+from moltbot.engine.tool_window import WindowChange
 from moltbot.engine.types import Chunk, FinishReason, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ _IDLE_WAIT_S = 0.5
 
 
 def _sampler_config(params: SamplingParams) -> SamplerConfig:
+    grammar = params.tool_grammar if params.tool_active else params.grammar
     return SamplerConfig(
         temperature=params.temperature,
         top_p=params.top_p,
@@ -34,7 +36,7 @@ def _sampler_config(params: SamplingParams) -> SamplerConfig:
         seed=params.seed if params.seed is not None else secrets.randbits(31),
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
-        grammar=params.grammar,
+        grammar=grammar,
     )
 
 
@@ -187,6 +189,8 @@ class LLMEngine:
             stats.cache_misses_total += 1
         try:
             seq.sampler = Sampler(self._model.vocab, self._model.n_vocab, _sampler_config(seq.params))
+            if seq.params.tool_grammar is not None and not seq.params.tool_active:
+                Sampler.check_grammar(self._model.vocab, seq.params.tool_grammar)
         except EngineError as exc:
             self._fail(seq, exc)
 
@@ -238,7 +242,10 @@ class LLMEngine:
             return
         seq.generated.append(token)
         self.stats.generated_tokens_total += 1
-        text = seq.matcher.feed(seq.decoder.decode(self._model.piece(token)))
+        decoded = seq.decoder.decode(self._model.piece(token))
+        if seq.tools is not None:
+            self._follow_tool_call(seq, decoded)
+        text = seq.matcher.feed(decoded)
         if seq.strip_leading_space and text:
             text, seq.strip_leading_space = text.lstrip(" "), False
         if text:
@@ -247,6 +254,16 @@ class LLMEngine:
             self._finish(seq, FinishReason.STOP)
         elif len(seq.generated) >= seq.params.max_tokens or seq.length >= self._context_per_slot:
             self._finish(seq, FinishReason.LENGTH)
+
+    @staticmethod
+    def _follow_tool_call(seq: Sequence, text: str) -> None:
+        """A tool call opened (constrain its JSON by the tools' grammar) or closed (free again)."""
+        assert seq.tools is not None  # noqa: S101 - only called for sequences with tools
+        change = seq.tools.feed(text)
+        if change is WindowChange.OPENED:
+            seq.sampler.set_grammar(seq.params.tool_grammar)
+        elif change is WindowChange.CLOSED:
+            seq.sampler.set_grammar(seq.params.grammar)
 
     def _time_token(self, seq: Sequence, now: float) -> None:
         if seq.last_token_at == 0.0:

@@ -38,13 +38,34 @@ class Sampler:
 
     def __init__(self, vocab: llama_cpp.llama_vocab_p, n_vocab: int, config: SamplerConfig) -> None:
         self._n_vocab = n_vocab
+        self._vocab = vocab
         self._chain = self._build_chain(n_vocab, config)
-        self._grammar = self._build_grammar(vocab, config.grammar) if config.grammar else None
-        # Candidate buffers only for the grammar path; without one, llama.cpp samples straight from logits.
-        size = n_vocab if self._grammar is not None else 0
-        self._candidates: npt.NDArray[np.void] = np.zeros(size, dtype=_TOKEN_DATA)
-        self._ids = np.arange(size, dtype=np.intc)
+        self._grammar: llama_cpp.llama_sampler_p | None = None
+        self._candidates: npt.NDArray[np.void] = np.zeros(0, dtype=_TOKEN_DATA)
+        self._ids = np.arange(0, dtype=np.intc)
         self._single: npt.NDArray[np.void] = np.zeros(1, dtype=_TOKEN_DATA)
+        if config.grammar:
+            self.set_grammar(config.grammar)
+
+    @classmethod
+    def check_grammar(cls, vocab: llama_cpp.llama_vocab_p, grammar: str) -> None:
+        """Raise InvalidGrammarError unless `grammar` compiles (for one applied later, lazily)."""
+        llama_cpp.llama_sampler_free(cls._build_grammar(vocab, grammar))
+
+    @property
+    def constrained(self) -> bool:
+        return self._grammar is not None
+
+    def set_grammar(self, grammar: str | None) -> None:
+        """Constrain what follows by `grammar` (from its start), or lift the constraint (None)."""
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
+        if grammar is not None:
+            self._grammar = self._build_grammar(self._vocab, grammar)
+            if len(self._candidates) != self._n_vocab:  # buffers only for the grammar path
+                self._candidates = np.zeros(self._n_vocab, dtype=_TOKEN_DATA)
+                self._ids = np.arange(self._n_vocab, dtype=np.intc)
 
     @staticmethod
     def _build_chain(n_vocab: int, config: SamplerConfig) -> llama_cpp.llama_sampler_p:
@@ -123,5 +144,4 @@ class Sampler:
 
     def close(self) -> None:
         llama_cpp.llama_sampler_free(self._chain)
-        if self._grammar is not None:
-            llama_cpp.llama_sampler_free(self._grammar)
+        self.set_grammar(None)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moltbot.engine.stops import StopMatcher
+from moltbot.engine.tool_window import ToolWindow
 from moltbot.engine.types import Prompt, SamplingParams
 
 _ids = itertools.count()
@@ -45,8 +46,13 @@ class Sequence:
     matcher: StopMatcher = field(init=False)
     decoder: codecs.IncrementalDecoder = field(init=False)
     strip_leading_space: bool = field(init=False)
+    tools: ToolWindow | None = field(init=False)
 
     def __post_init__(self) -> None:
+        params = self.params
+        self.tools = None
+        if params.tool_grammar is not None:
+            self.tools = ToolWindow(params.tool_trigger, active=params.tool_active)
         self.matcher = StopMatcher((*self.params.stop, *self.prompt.template_stop))
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.strip_leading_space = self.prompt.strip_leading_space

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ModelKind(enum.StrEnum):
@@ -22,12 +24,32 @@ class Role(enum.StrEnum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A function call of an assistant message; `arguments` is JSON text, as OpenAI's API carries it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def arguments_value(self) -> Any:
+        """The arguments as an object for a chat template (their text if they are not JSON)."""
+        try:
+            return json.loads(self.arguments)
+        except ValueError:
+            return self.arguments
 
 
 @dataclass(slots=True, frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str = ""  # a tool message: the call it answers
+    name: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,6 +81,11 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     grammar: str | None = None
+    # Tool calls: once the output shows `tool_trigger`, `tool_grammar` constrains what follows until the
+    # JSON value it describes is complete (llama.cpp's lazy grammars do the same); then output is free again.
+    tool_trigger: str = ""
+    tool_grammar: str | None = None
+    tool_active: bool = False  # the prompt already opened a call (tool_choice required or named)
 
 
 @dataclass(slots=True, frozen=True)

@@ -13,13 +13,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from moltbot.engine.errors import (
     ContextLengthError,
     EngineBusyError,
-    EngineError,
     InvalidGrammarError,
     ModelLoadError,
     RequestCancelledError,
     RequestTimeoutError,
     UnsupportedOperationError,
 )
+from moltbot.engine.template import TemplateRenderError
+from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.gateway.disconnect import ClientDisconnectedError
 from moltbot.models.manager import DeployConflictError, DeployError, InsufficientMemoryError, ModelNotFoundError
 from moltbot.models.package import PackageKeyError
@@ -61,8 +62,12 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def from_engine(exc: EngineError) -> APIError:
-    """Map a named engine error to its HTTP status and envelope."""
+def from_engine(exc: MoltbotError) -> APIError:
+    """Map a named error to its HTTP status and envelope."""
+    if isinstance(exc, InvalidRequestError):
+        return APIError(400, exc.message, param=exc.param, code="invalid_value")
+    if isinstance(exc, TemplateRenderError):
+        return APIError(400, exc.message, param=exc.param, code="template_error")
     if isinstance(exc, (ModelNotFoundError, UnknownModelError)):
         return APIError(404, exc.message, param=exc.param, code="model_not_found")
     if isinstance(exc, DeployConflictError):
@@ -102,8 +107,16 @@ _STATUS_TEXT = {
 }
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def _validation_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    """The field's path; pydantic's union-member tags (`literal[...]`, `list[int]`, `str`) left out."""
+    parts = [
+        str(p)
+        for p in loc
+        if p != "body" and (isinstance(p, int) or (p not in _TYPE_TAGS and not any(c in str(p) for c in "[]'(),-")))
+    ]
     return ".".join(parts) or None
 
 
@@ -113,7 +126,7 @@ async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_engine_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EngineError)  # noqa: S101 - registered for this type only
+    assert isinstance(exc, MoltbotError)  # noqa: S101 - registered for this type only
     return error_response(from_engine(exc))
 
 
@@ -168,7 +181,7 @@ async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _on_api_error)
-    app.add_exception_handler(EngineError, _on_engine_error)
+    app.add_exception_handler(MoltbotError, _on_engine_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StorageFullError, _on_storage_full)

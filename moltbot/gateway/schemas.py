@@ -44,15 +44,36 @@ class UnsupportedContentError(ValueError):
         self.param = param
 
 
+class FunctionCallIn(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=1 << 20)
+
+
+class ToolCallIn(BaseModel):
+    model_config = _STRICT
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
     model_config = _STRICT
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=256)
+    tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=128)  # an assistant's calls
+    tool_call_id: str | None = Field(default=None, max_length=256)  # a tool message: the call it answers
 
     @model_validator(mode="after")
-    def _content_present(self) -> ChatMessageIn:
-        if self.content is None:
+    def _well_formed(self) -> ChatMessageIn:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry 'tool_calls'")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs 'tool_call_id'")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("only tool messages carry 'tool_call_id'")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError(f"a {self.role} message needs 'content'")
         return self
 
@@ -125,22 +146,36 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # OpenAI's deprecated form of tools, mapped onto them.
+    functions: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
 
     def unsupported(self) -> str | None:
         """The first set field that Moltbot does not implement, if any."""
         if self.logprobs or self.top_logprobs:
             return "logprobs"
-        if self.tools or self.functions:
-            return "tools"
-        if self.tool_choice not in (None, "none") or self.function_call not in (None, "none"):
-            return "tool_choice"
         if self.logit_bias:
             return "logit_bias"
         return None
+
+    def declared_tools(self) -> list[dict[str, Any]]:
+        """`tools`, or the legacy `functions` as tools (not both)."""
+        if self.tools is not None and self.functions is not None:
+            raise ValueError("send 'tools' or the deprecated 'functions', not both")
+        if self.functions is not None:
+            return [{"type": "function", "function": f} for f in self.functions]
+        return self.tools or []
+
+    def choice(self) -> Any:
+        """`tool_choice`, or the legacy `function_call` in its terms."""
+        if self.function_call is None or self.tool_choice is not None:
+            return self.tool_choice
+        if isinstance(self.function_call, dict):
+            return {"type": "function", "function": {"name": self.function_call.get("name")}}
+        return self.function_call
 
 
 class CompletionRequest(_Sampling):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from moltbot.engine.backend import Worker
-from moltbot.engine.errors import ContextLengthError, EngineError, RequestTimeoutError, UnsupportedOperationError
+from moltbot.engine.errors import ContextLengthError, RequestTimeoutError, UnsupportedOperationError
 from moltbot.engine.grammars import JSON_OBJECT_GRAMMAR, json_schema_grammar
 from moltbot.engine.types import (
     ChatMessage,
@@ -25,8 +26,10 @@ from moltbot.engine.types import (
     Prompt,
     Role,
     SamplingParams,
+    ToolCall,
 )
 from moltbot.engine.worker import collect
+from moltbot.errors import MoltbotError
 from moltbot.gateway.errors import APIError, envelope, from_engine
 from moltbot.gateway.schemas import (
     ChatCompletionRequest,
@@ -40,12 +43,66 @@ from moltbot.gateway.sse import sse
 from moltbot.models.bundled import BY_ID as BUNDLED
 from moltbot.models.manager import ModelManager
 from moltbot.models.store import ModelSource
+from moltbot.services.tools import OPEN as TOOL_OPEN
+from moltbot.services.tools import StreamSplitter, Tool, ToolPlan, extract, parse_tools, plan
 from moltbot.settings import Settings
 
 log = logging.getLogger(__name__)
 _LONG_TEXT = 16_384  # characters; longer prompts are tokenized off the event loop
 UsageHook = Callable[[int], None]  # told the total tokens a streamed reply used
-_ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
+_ROLES = {
+    "system": Role.SYSTEM,
+    "developer": Role.SYSTEM,
+    "user": Role.USER,
+    "assistant": Role.ASSISTANT,
+    "tool": Role.TOOL,
+}
+
+
+@dataclass(slots=True)
+class ChatJob:
+    """A chat request made ready for the engine: the prompt, its sampling, and how tools are read back."""
+
+    worker: Worker
+    prompt: Prompt
+    params: SamplingParams
+    tools: ToolPlan | None = None
+    prefill: str = ""  # text the answer starts with (an opened tool call), part of the prompt
+
+    def splitter(self) -> StreamSplitter | None:
+        if self.tools is None:
+            return None
+        return StreamSplitter(self.tools.callable, prefilled=self.prefill, parallel=self.tools.parallel)
+
+    def finish(self, reason: FinishReason | None, *, called: bool) -> str | None:
+        if called and reason is FinishReason.STOP:
+            return "tool_calls"
+        return finish_reason(reason)
+
+    def message(self, text: str, reason: FinishReason | None) -> tuple[dict[str, Any], str | None]:
+        """The assistant message of a whole answer, and its finish reason."""
+        if self.tools is None:
+            return {"role": "assistant", "content": text, "refusal": None}, finish_reason(reason)
+        content, calls = extract(self.prefill + text, self.tools.callable)
+        if not calls:
+            content = text  # no call after all: the answer as written (never the prefilled tag)
+        if not self.tools.parallel:
+            calls = calls[:1]
+        message: dict[str, Any] = {"role": "assistant", "content": content or None, "refusal": None}
+        if calls:
+            message["tool_calls"] = [tool_call_json(call) for call in calls]
+        return message, self.finish(reason, called=bool(calls))
+
+
+def tool_call_json(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def tool_call_deltas(splitter: StreamSplitter | None, call: ToolCall) -> list[dict[str, Any]]:
+    """A call as OpenAI streams it: its index, id, type and name with empty arguments, then the arguments."""
+    index = splitter.calls.index(call) if splitter is not None and call in splitter.calls else 0
+    head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+    return [head, {"index": index, "function": {"arguments": call.arguments}}]
 
 
 @dataclass(slots=True)
@@ -152,17 +209,45 @@ class OpenAIServing:
     def _messages(self, messages: list[ChatMessageIn]) -> list[ChatMessage]:
         if len(messages) > self._settings.max_messages:
             raise APIError(400, f"at most {self._settings.max_messages} messages are allowed", param="messages")
+        out: list[ChatMessage] = []
+        calls: set[str] = set()
         try:
-            return [ChatMessage(_ROLES[m.role], m.text(f"messages.{i}.content")) for i, m in enumerate(messages)]
+            for i, m in enumerate(messages):
+                text = m.text(f"messages.{i}.content")
+                made = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+                calls.update(c.id for c in made)
+                if m.role == "tool" and m.tool_call_id not in calls:
+                    where = f"messages.{i}.tool_call_id"
+                    raise APIError(400, "a tool message answers no earlier assistant tool call", param=where)
+                out.append(ChatMessage(_ROLES[m.role], text, made, m.tool_call_id or "", m.name or ""))
         except UnsupportedContentError as exc:
             raise APIError(400, str(exc), param=exc.param, code="unsupported_content") from None
+        return out
 
-    async def prepare_chat(self, req: ChatCompletionRequest) -> tuple[Worker, Prompt, SamplingParams]:
+    def _tool_plan(self, req: ChatCompletionRequest, worker: Worker) -> tuple[tuple[Tool, ...], ToolPlan | None]:
+        try:
+            declared = req.declared_tools()
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="functions") from None
+        tools = parse_tools(declared)
+        tool_plan = plan(tools, req.choice(), req.parallel_tool_calls)
+        if tools and not worker.backend.supports_tools:
+            message = f"model {worker.info.id!r} was not made to call tools (its chat template has none)"
+            raise APIError(400, message, param="tools", code="unsupported")
+        if tool_plan is not None and req.response_format is not None and req.response_format.type != "text":
+            raise APIError(400, "response_format cannot be combined with tools here", param="response_format")
+        return tools, tool_plan
+
+    async def prepare_chat(self, req: ChatCompletionRequest) -> ChatJob:
         self._check_common(req.n, req.stop_list(), req.unsupported())
         worker = self.generator(req.model)
         messages = self._messages(req.messages)
+        tools, tool_plan = self._tool_plan(req, worker)
+        shown = [t.template_entry() for t in tools] if tool_plan is not None else None
+        prefill = TOOL_OPEN + "\n" if tool_plan is not None and tool_plan.forced else ""
         size = sum(len(m.content) for m in messages)
-        prompt: Prompt = await _off_loop_if_long(size, worker.backend.render_chat, messages)
+        render = functools.partial(worker.backend.render_chat, messages, shown, prefill=prefill)
+        prompt: Prompt = await _off_loop_if_long(size, render)
         requested = req.max_completion_tokens or req.max_tokens
         param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         params = SamplingParams(
@@ -175,27 +260,27 @@ class OpenAIServing:
             frequency_penalty=req.frequency_penalty or 0.0,
             grammar=self._grammar(req.response_format),
         )
-        return worker, prompt, params
+        if tool_plan is not None:
+            grammar = tool_plan.grammar()
+            params = replace(params, tool_trigger=TOOL_OPEN, tool_grammar=grammar, tool_active=tool_plan.forced)
+        return ChatJob(worker, prompt, params, tool_plan, prefill)
 
     async def chat(self, req: ChatCompletionRequest) -> Reply:
-        worker, prompt, params = await self.prepare_chat(req)
+        job = await self.prepare_chat(req)
+        worker = job.worker
         submitted = time.perf_counter()
-        results, engine_seconds = await _gather(worker.streams(prompt, params, req.n or 1), submitted)
+        results, engine_seconds = await _gather(worker.streams(job.prompt, job.params, req.n or 1), submitted)
+        choices = []
+        for index, done in enumerate(results):
+            message, finish = job.message(done.text, done.finish_reason)
+            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})
         body = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": worker.info.id,
             "system_fingerprint": self.fingerprint(worker),
-            "choices": [
-                {
-                    "index": index,
-                    "message": {"role": "assistant", "content": done.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": finish_reason(done.finish_reason),
-                }
-                for index, done in enumerate(results)
-            ],
+            "choices": choices,
             "usage": usage(
                 results[0].prompt_tokens, sum(r.completion_tokens for r in results), results[0].cached_tokens
             ),
@@ -203,10 +288,11 @@ class OpenAIServing:
         return Reply(body, engine_seconds)
 
     async def chat_stream(self, req: ChatCompletionRequest, on_usage: UsageHook | None = None) -> AsyncIterator[bytes]:
-        worker, prompt, params = await self.prepare_chat(req)
-        streams = [await _started(s) for s in worker.streams(prompt, params, req.n or 1)]
+        job = await self.prepare_chat(req)
+        worker = job.worker
+        streams = [await _started(s) for s in worker.streams(job.prompt, job.params, req.n or 1)]
         base = chunk_base(worker.info.id, self.fingerprint(worker))
-        return self._chat_events(base, streams, req.include_usage(), on_usage)
+        return self._chat_events(base, streams, req.include_usage(), on_usage, job)
 
     async def _chat_events(
         self,
@@ -214,23 +300,41 @@ class OpenAIServing:
         streams: list[AsyncIterator[Chunk]],
         include_usage: bool,
         on_usage: UsageHook | None,
+        job: ChatJob,
     ) -> AsyncIterator[bytes]:
         extra = {"usage": None} if include_usage else {}
+        splitters = [job.splitter() for _ in streams]
 
         def event(index: int, delta: dict[str, Any], finish: str | None) -> bytes:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             return sse({**base, "choices": [choice], **extra})
+
+        def pieces(index: int, content: str, calls: list[ToolCall]) -> Iterator[bytes]:
+            if content:
+                yield event(index, {"content": content}, None)
+            for call in calls:
+                for delta in tool_call_deltas(splitters[index], call):
+                    yield event(index, {"tool_calls": [delta]}, None)
 
         for index in range(len(streams)):
             yield event(index, {"role": "assistant", "content": ""}, None)
         finals: list[Chunk] = []
         try:
             async for index, chunk in _merged(streams):
-                if chunk.text:
-                    yield event(index, {"content": chunk.text}, None)
+                splitter = splitters[index]
+                if splitter is None:
+                    if chunk.text:
+                        yield event(index, {"content": chunk.text}, None)
+                else:
+                    for item in pieces(index, *splitter.feed(chunk.text)):
+                        yield item
                 if chunk.finish_reason is not None:
                     finals.append(chunk)
-                    yield event(index, {}, finish_reason(chunk.finish_reason))
+                    if splitter is not None:
+                        for item in pieces(index, *splitter.finish()):
+                            yield item
+                    called = splitter is not None and bool(splitter.calls)
+                    yield event(index, {}, job.finish(chunk.finish_reason, called=called))
         except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
             yield _error_event(exc)
             yield sse("[DONE]")
@@ -499,7 +603,7 @@ def _total_usage(finals: list[Chunk], per_prompt: int = 1) -> dict[str, Any]:
 
 def _error_event(exc: Exception) -> bytes:
     """An error met mid-stream, sent as a final event (the HTTP status is already on the wire)."""
-    if isinstance(exc, EngineError):
+    if isinstance(exc, MoltbotError):
         error = from_engine(exc)
     else:
         log.error("stream failed", exc_info=exc)

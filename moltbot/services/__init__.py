@@ -1,0 +1,1 @@
+"""What the product does, without HTTP: generation, tools, sessions (see docs/ARCHITECTURE.md)."""
