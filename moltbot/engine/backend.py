@@ -28,6 +28,10 @@ class PromptBuilder(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int]:
+        """A fill-in-the-middle prompt; UnsupportedOperationError for a model without FIM tokens."""
+        ...
+
     @property
     def supports_tools(self) -> bool:
         """Whether the model's chat template renders tools (and so the model was taught to call them)."""

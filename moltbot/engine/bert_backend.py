@@ -169,6 +169,9 @@ class BertEmbedder:
             raise ModelLoadError(f"embedding model {model_id!r} has no {token} token")
         return int(found)
 
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int]:
+        raise UnsupportedOperationError(f"model {self._info.id!r} does not fill in the middle", param="suffix")
+
     def detokenize(self, tokens: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
 

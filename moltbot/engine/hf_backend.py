@@ -214,6 +214,9 @@ class HFCausalBackend:
         text = self._tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return str(text)
 
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int]:
+        raise UnsupportedOperationError(f"model {self._info.id!r} does not fill in the middle", param="suffix")
+
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._decode(list(tokens))
 

@@ -71,6 +71,7 @@ class LlamaModelFile:
             has_chat_template=self._template is not None,
             size_bytes=path.stat().st_size,
             vocab_size=self.n_vocab,
+            token_level=True,
         )
 
     def _chat_template(self, model_id: str) -> ChatTemplate | None:
@@ -106,6 +107,18 @@ class LlamaModelFile:
     def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of token ids (special tokens as their text); invalid UTF-8 replaced."""
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def fill_in_middle(self, prefix: str, suffix: str) -> list[int]:
+        """The prompt that asks the model for the text between `prefix` and `suffix` (its FIM tokens)."""
+        fim = (llama_cpp.llama_vocab_fim_pre, llama_cpp.llama_vocab_fim_suf, llama_cpp.llama_vocab_fim_mid)
+        pre, suf, mid = (int(f(self.vocab)) for f in fim)
+        if min(pre, suf, mid) < 0:
+            raise UnsupportedOperationError(
+                f"model {self.info.id!r} was not trained to fill in the middle (it has no FIM tokens)", param="suffix"
+            )
+        before = self._tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
+        after = self._tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
+        return [pre, *before, suf, *after, mid]
 
     def embed(
         self, inputs: Sequence[EmbedInput], *, truncate: bool = False, cancel: threading.Event | None = None

@@ -8,10 +8,14 @@ import secrets
 import threading
 import time
 
+import llama_cpp
+import numpy as np
+
 from moltbot.engine.errors import EngineBusyError, EngineError
 from moltbot.engine.kv_cache import HostKVCache
 from moltbot.engine.kv_disk import DiskKVCache
 from moltbot.engine.llama_model import LlamaModelFile
+from moltbot.engine.logprobs import token_logprob
 from moltbot.engine.runner import LlamaRunner
 from moltbot.engine.sampler import Sampler, SamplerConfig
 from moltbot.engine.scheduler import MIN_REUSE, Plan, Scheduler, Work
@@ -37,6 +41,7 @@ def _sampler_config(params: SamplingParams) -> SamplerConfig:
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
         grammar=grammar,
+        logit_bias=params.logit_bias,
     )
 
 
@@ -237,6 +242,8 @@ class LLMEngine:
             self._fail(seq, EngineError("sampling failed"))
             return
         self._time_token(seq, now)
+        if seq.params.logprobs is not None:
+            self._record_logprob(seq, row, token)
         if self._model.is_end_of_generation(token):
             self._finish(seq, FinishReason.STOP)
             return
@@ -249,11 +256,20 @@ class LLMEngine:
         if seq.strip_leading_space and text:
             text, seq.strip_leading_space = text.lstrip(" "), False
         if text:
-            seq.emit(Chunk(text))
+            seq.emit(Chunk(text, logprobs=tuple(seq.logprobs)))
+            seq.logprobs.clear()
         if seq.matcher.stopped:
             self._finish(seq, FinishReason.STOP)
         elif len(seq.generated) >= seq.params.max_tokens or seq.length >= self._context_per_slot:
             self._finish(seq, FinishReason.LENGTH)
+
+    def _record_logprob(self, seq: Sequence, row: int, token: int) -> None:
+        """The chosen token's log-probability and the top alternatives, from the row's raw logits."""
+        if self._model.is_end_of_generation(token):
+            return  # the end is not part of the answer (OpenAI reports no entry for it)
+        pointer = llama_cpp.llama_get_logits_ith(self._runner.ctx, row)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._model.n_vocab,))
+        seq.logprobs.append(token_logprob(logits, token, seq.params.logprobs or 0, self._model.piece))
 
     @staticmethod
     def _follow_tool_call(seq: Sequence, text: str) -> None:
@@ -282,7 +298,8 @@ class LLMEngine:
             tail = seq.matcher.feed(seq.decoder.decode(b"", final=True)) + seq.matcher.flush()
             if seq.strip_leading_space:
                 tail = tail.lstrip(" ")
-        seq.emit(Chunk(tail, reason, len(seq.prompt.tokens), len(seq.generated), seq.reused))
+        seq.emit(Chunk(tail, reason, len(seq.prompt.tokens), len(seq.generated), seq.reused, tuple(seq.logprobs)))
+        seq.logprobs.clear()
         self._close(seq)
         if reason is FinishReason.CANCELLED:
             self.stats.cancelled_total += 1

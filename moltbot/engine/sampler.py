@@ -31,6 +31,7 @@ class SamplerConfig:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     grammar: str | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 class Sampler:
@@ -73,6 +74,11 @@ class Sampler:
             llama_cpp.llama_sampler_chain_default_params()
         )
         stages = []
+        if config.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(config.logit_bias))()
+            for i, (token, bias) in enumerate(config.logit_bias):
+                biases[i] = llama_cpp.llama_logit_bias(token, bias)
+            stages.append(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(config.logit_bias), biases))
         if config.presence_penalty or config.frequency_penalty:
             stages.append(
                 llama_cpp.llama_sampler_init_penalties(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from moltbot.engine.logprobs import TokenLogprob
 from moltbot.engine.stops import StopMatcher
 from moltbot.engine.tool_window import ToolWindow
 from moltbot.engine.types import Prompt, SamplingParams
@@ -47,6 +48,7 @@ class Sequence:
     decoder: codecs.IncrementalDecoder = field(init=False)
     strip_leading_space: bool = field(init=False)
     tools: ToolWindow | None = field(init=False)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet emitted
 
     def __post_init__(self) -> None:
         params = self.params

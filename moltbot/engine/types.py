@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from moltbot.engine.logprobs import TokenLogprob
+
 
 class ModelKind(enum.StrEnum):
     GENERATE = "generate"
@@ -65,6 +67,7 @@ class ModelInfo:
     has_chat_template: bool = False
     size_bytes: int = 0
     vocab_size: int = 0  # token ids a request may send are 0 .. vocab_size - 1
+    token_level: bool = False  # reports log-probabilities and takes logit_bias
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,6 +89,8 @@ class SamplingParams:
     tool_trigger: str = ""
     tool_grammar: str | None = None
     tool_active: bool = False  # the prompt already opened a call (tool_choice required or named)
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # token id -> bias added to its logit (-100 bans it)
 
 
 @dataclass(slots=True, frozen=True)
@@ -106,6 +111,7 @@ class Chunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens found in the KV cache instead of computed
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens generated since the previous chunk
 
 
 @dataclass(slots=True)
@@ -115,6 +121,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 # One embedding input: text, or the model's token ids of a text (special tokens are added as for text).

@@ -22,6 +22,7 @@ from moltbot.engine.errors import (
     RequestTimeoutError,
     UnsupportedOperationError,
 )
+from moltbot.engine.logprobs import TokenLogprob
 from moltbot.engine.types import (
     Chunk,
     Completion,
@@ -40,14 +41,18 @@ _END = object()
 async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
     """Gather a stream into one completion; raises RequestTimeoutError past the request time limit."""
     pieces: list[str] = []
+    logprobs: list[TokenLogprob] = []
     last = Chunk("")
     async for chunk in chunks:
         pieces.append(chunk.text)
+        logprobs.extend(chunk.logprobs)
         last = chunk
     if last.finish_reason is FinishReason.TIMEOUT:
         raise RequestTimeoutError("generation exceeded the request time limit")
     reason = last.finish_reason or FinishReason.STOP
-    return Completion("".join(pieces), reason, last.prompt_tokens, last.completion_tokens, last.cached_tokens)
+    return Completion(
+        "".join(pieces), reason, last.prompt_tokens, last.completion_tokens, last.cached_tokens, tuple(logprobs)
+    )
 
 
 @dataclass(slots=True, frozen=True)

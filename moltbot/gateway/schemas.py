@@ -127,7 +127,7 @@ class _Sampling(_Request):
     seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(default=None, max_length=1024)
     user: str | None = None
 
     def stop_list(self) -> list[str]:
@@ -145,7 +145,7 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -155,11 +155,13 @@ class ChatCompletionRequest(_Sampling):
 
     def unsupported(self) -> str | None:
         """The first set field that Moltbot does not implement, if any."""
-        if self.logprobs or self.top_logprobs:
-            return "logprobs"
-        if self.logit_bias:
-            return "logit_bias"
         return None
+
+    def logprob_count(self) -> int | None:
+        """How many alternatives to report per token (None: no log-probabilities)."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def declared_tools(self) -> list[dict[str, Any]]:
         """`tools`, or the legacy `functions` as tools (not both)."""
@@ -183,8 +185,8 @@ class CompletionRequest(_Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
     echo: bool = False
-    suffix: str | None = None
-    logprobs: int | None = None
+    suffix: str | None = Field(default=None, max_length=1 << 20)  # fill in the middle, on models made for it
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     best_of: int | None = None
 
     def prompts(self) -> list[str | list[int]]:
@@ -192,14 +194,10 @@ class CompletionRequest(_Sampling):
         return _items(self.prompt)
 
     def unsupported(self) -> str | None:
-        if self.logprobs is not None:
-            return "logprobs"
-        if self.suffix:
-            return "suffix"
         if self.best_of not in (None, 1):
             return "best_of"
-        if self.logit_bias:
-            return "logit_bias"
+        if self.logprobs is not None and self.echo:
+            return "echo"  # with logprobs: the prompt's own log-probabilities are not computed
         return None
 
 

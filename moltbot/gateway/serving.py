@@ -17,6 +17,7 @@ import numpy as np
 from moltbot.engine.backend import Worker
 from moltbot.engine.errors import ContextLengthError, RequestTimeoutError, UnsupportedOperationError
 from moltbot.engine.grammars import JSON_OBJECT_GRAMMAR, json_schema_grammar
+from moltbot.engine.logprobs import TokenLogprob, TopLogprob
 from moltbot.engine.types import (
     ChatMessage,
     Chunk,
@@ -238,9 +239,25 @@ class OpenAIServing:
             raise APIError(400, "response_format cannot be combined with tools here", param="response_format")
         return tools, tool_plan
 
+    def _logprob_options(self, worker: Worker, count: int | None, bias: dict[str, float] | None) -> dict[str, Any]:
+        """SamplingParams' logprobs and logit_bias, checked against the model."""
+        if (count is not None or bias) and not worker.info.token_level:
+            raise APIError(400, f"model {worker.info.id!r} reports no token log-probabilities", param="logprobs")
+        pairs: list[tuple[int, float]] = []
+        for key, value in (bias or {}).items():
+            if not key.isdigit() or int(key) >= worker.info.vocab_size:
+                raise APIError(400, f"logit_bias key {key!r} is not a token id of this model", param="logit_bias")
+            pairs.append((int(key), float(value)))
+        return {"logprobs": count, "logit_bias": tuple(pairs)}
+
     async def prepare_chat(self, req: ChatCompletionRequest) -> ChatJob:
         self._check_common(req.n, req.stop_list(), req.unsupported())
         worker = self.generator(req.model)
+        try:
+            count = req.logprob_count()
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="top_logprobs") from None
+        token_options = self._logprob_options(worker, count, req.logit_bias)
         messages = self._messages(req.messages)
         tools, tool_plan = self._tool_plan(req, worker)
         shown = [t.template_entry() for t in tools] if tool_plan is not None else None
@@ -259,6 +276,7 @@ class OpenAIServing:
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             grammar=self._grammar(req.response_format),
+            **token_options,
         )
         if tool_plan is not None:
             grammar = tool_plan.grammar()
@@ -273,7 +291,8 @@ class OpenAIServing:
         choices = []
         for index, done in enumerate(results):
             message, finish = job.message(done.text, done.finish_reason)
-            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})
+            logprobs = chat_logprobs(done.logprobs) if job.params.logprobs is not None else None
+            choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
         body = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
@@ -305,8 +324,13 @@ class OpenAIServing:
         extra = {"usage": None} if include_usage else {}
         splitters = [job.splitter() for _ in streams]
 
-        def event(index: int, delta: dict[str, Any], finish: str | None) -> bytes:
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        wants_logprobs = job.params.logprobs is not None
+
+        def event(
+            index: int, delta: dict[str, Any], finish: str | None, logprobs: tuple[TokenLogprob, ...] = ()
+        ) -> bytes:
+            shown = chat_logprobs(logprobs) if wants_logprobs and logprobs else None
+            choice = {"index": index, "delta": delta, "logprobs": shown, "finish_reason": finish}
             return sse({**base, "choices": [choice], **extra})
 
         def pieces(index: int, content: str, calls: list[ToolCall]) -> Iterator[bytes]:
@@ -323,8 +347,8 @@ class OpenAIServing:
             async for index, chunk in _merged(streams):
                 splitter = splitters[index]
                 if splitter is None:
-                    if chunk.text:
-                        yield event(index, {"content": chunk.text}, None)
+                    if chunk.text or chunk.logprobs:
+                        yield event(index, {"content": chunk.text}, None, chunk.logprobs)
                 else:
                     for item in pieces(index, *splitter.feed(chunk.text)):
                         yield item
@@ -355,10 +379,14 @@ class OpenAIServing:
             raise APIError(400, "prompt must not be empty", param="prompt")
         if len(prompts) > self._settings.max_embedding_inputs:
             raise APIError(400, f"at most {self._settings.max_embedding_inputs} prompts are allowed", param="prompt")
+        token_options = self._logprob_options(worker, req.logprobs, req.logit_bias)
         jobs = []
         for item in prompts:
-            if isinstance(item, str):
-                tokens: list[int] = await _off_loop_if_long(len(item), worker.backend.tokenize, item)
+            if req.suffix is not None:
+                prefix = item if isinstance(item, str) else worker.backend.detokenize(item)
+                tokens: list[int] = worker.backend.fill_in_middle(prefix, req.suffix)
+            elif isinstance(item, str):
+                tokens = await _off_loop_if_long(len(item), worker.backend.tokenize, item)
             else:
                 tokens = _checked_ids(item, worker, "prompt")
             prompt = Prompt(tuple(tokens))
@@ -370,6 +398,7 @@ class OpenAIServing:
                 stop=tuple(req.stop_list()),
                 presence_penalty=req.presence_penalty or 0.0,
                 frequency_penalty=req.frequency_penalty or 0.0,
+                **token_options,
             )
             jobs.append((prompt, params))
         return worker, jobs
@@ -384,8 +413,14 @@ class OpenAIServing:
             for j, done in enumerate(results):
                 prefix = _echo_text(worker, item) if req.echo else ""
                 finish = finish_reason(done.finish_reason)
+                logprobs = completion_logprobs(done.logprobs, 0) if req.logprobs is not None else None
                 choices.append(
-                    {"text": prefix + done.text, "index": job_index * n + j, "logprobs": None, "finish_reason": finish}
+                    {
+                        "text": prefix + done.text,
+                        "index": job_index * n + j,
+                        "logprobs": logprobs,
+                        "finish_reason": finish,
+                    }
                 )
             prompt_tokens += results[0].prompt_tokens
             cached += results[0].cached_tokens
@@ -428,8 +463,14 @@ class OpenAIServing:
         n = req.n or 1
         finals: list[Chunk] = []
 
-        def event(index: int, text: str, finish: str | None) -> bytes:
-            choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+        offsets: dict[int, int] = {}
+
+        def event(index: int, text: str, finish: str | None, logprobs: tuple[TokenLogprob, ...] = ()) -> bytes:
+            shown = None
+            if req.logprobs is not None:
+                shown = completion_logprobs(logprobs, offsets.get(index, 0))
+                offsets[index] = offsets.get(index, 0) + len(text)
+            choice = {"text": text, "index": index, "logprobs": shown, "finish_reason": finish}
             return sse({**base, "choices": [choice], **extra})
 
         try:
@@ -440,8 +481,8 @@ class OpenAIServing:
                         for j in range(n):
                             yield event(job_index * n + j, _echo_text(worker, item), None)
                     async for j, chunk in _merged(streams):
-                        if chunk.text:
-                            yield event(job_index * n + j, chunk.text, None)
+                        if chunk.text or chunk.logprobs:
+                            yield event(job_index * n + j, chunk.text, None, chunk.logprobs)
                         if chunk.finish_reason is not None:
                             finals.append(chunk)
                             yield event(job_index * n + j, "", finish_reason(chunk.finish_reason))
@@ -514,6 +555,33 @@ class OpenAIServing:
             if shipped.sha256:
                 card["file_sha256"] = shipped.sha256
         return card
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """Chat's shape: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}."""
+
+    def top(item: TopLogprob) -> dict[str, Any]:
+        return {"token": item.token, "logprob": item.logprob, "bytes": list(item.bytes)}
+
+    content = [
+        {"token": e.token, "logprob": e.logprob, "bytes": list(e.bytes), "top_logprobs": [top(t) for t in e.top]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """The completions API's shape: parallel lists of tokens, their log-probabilities, alternatives, offsets."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t.token: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
+    }
 
 
 def _checked_ids(ids: list[int], worker: Worker, param: str) -> list[int]:

@@ -252,3 +252,18 @@ def test_tools_on_a_model_without_a_tool_template_are_refused(server: Server) ->
             json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS},
         )
     assert "not made to call tools" in assert_envelope(response, 400, param="tools")["message"]
+
+
+def test_fill_in_the_middle(server: Server) -> None:
+    body = {
+        "model": MODEL,
+        "prompt": "def add(a, b):\n    return ",
+        "suffix": "\n\n\nprint(add(2, 3))\n",
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    with server.client(timeout=300) as client:
+        reply = client.post("/v1/completions", json=body).json()
+    middle = reply["choices"][0]["text"]
+    assert middle.strip().startswith("a + b"), middle
+    assert "print(add" not in middle
