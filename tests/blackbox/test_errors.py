@@ -99,7 +99,8 @@ BAD_CHAT: list[tuple[dict[str, Any], int, str | None]] = [
     ({"model": "no-such-model", "messages": HELLO}, 404, "model"),
     ({"model": CHAT_MODEL}, 400, "messages"),
     ({"model": CHAT_MODEL, "messages": []}, 400, "messages"),
-    ({"model": CHAT_MODEL, "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
+    ({"model": CHAT_MODEL, "messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0"),  # no tool_call_id
+    ({"model": CHAT_MODEL, "messages": [{"role": "function", "content": "x"}]}, 400, "messages.0.role"),
     ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, None),
     ({"model": CHAT_MODEL, "messages": HELLO, "temperature": 3}, 400, "temperature"),
     ({"model": CHAT_MODEL, "messages": HELLO, "top_p": 0}, 400, "top_p"),
@@ -109,8 +110,8 @@ BAD_CHAT: list[tuple[dict[str, Any], int, str | None]] = [
     ({"model": CHAT_MODEL, "messages": HELLO, "n": 5}, 400, "n"),
     ({"model": CHAT_MODEL, "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"model": CHAT_MODEL, "messages": HELLO, "stop": ["x" * 300]}, 400, "stop"),
-    ({"model": CHAT_MODEL, "messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools"),
-    ({"model": CHAT_MODEL, "messages": HELLO, "logprobs": True}, 400, "logprobs"),
+    ({"model": CHAT_MODEL, "messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools.0"),
+    ({"model": CHAT_MODEL, "messages": HELLO, "top_logprobs": 3}, 400, "top_logprobs"),  # without logprobs
     ({"model": CHAT_MODEL, "messages": HELLO, "response_format": {"type": "xml"}}, 400, "response_format.type"),
     ({"model": CHAT_MODEL, "messages": HELLO, "response_format": {"type": "json_schema"}}, 400, None),
     ({"model": CHAT_MODEL, "messages": HELLO * 300}, 400, "messages"),
@@ -154,8 +155,10 @@ def test_bad_completion_requests(server: Server) -> None:
     with server.client() as client:
         assert_envelope(client.post("/v1/completions", json={"model": CHAT_MODEL}), 400, "prompt")
         assert_envelope(client.post("/v1/completions", json={"model": CHAT_MODEL, "prompt": []}), 400, "prompt")
-        body = {"model": CHAT_MODEL, "prompt": "hi", "logprobs": 2}
-        assert_envelope(client.post("/v1/completions", json=body), 400, "logprobs")
+        body = {"model": CHAT_MODEL, "prompt": "hi", "logprobs": 2, "echo": True}  # the prompt's are not computed
+        assert_envelope(client.post("/v1/completions", json=body), 400, "echo")
+        body = {"model": CHAT_MODEL, "prompt": "hi", "best_of": 3}
+        assert_envelope(client.post("/v1/completions", json=body), 400, "best_of")
 
 
 def test_malformed_json(server: Server) -> None:

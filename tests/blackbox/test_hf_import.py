@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.blackbox.test_model_repository import cli_fails, cli_ok
-from tests.helpers import START_TIMEOUT_S, running_server
+from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, running_server
 
 
 def hf_dir() -> Path:
@@ -31,7 +31,7 @@ def test_import_a_huggingface_directory_and_chat_with_it(make_data_dir: Callable
     data_dir = make_data_dir("hf-import")
     out = cli_ok(data_dir, "models", "import", str(source), "--name", "gemma-hf")
     assert "as gemma-hf version 1" in out
-    env = {"MOLTBOT_MONITOR": "false"}
+    env = {"MOLTBOT_MONITOR": "false", "MOLTBOT_MODELS": json.dumps(["gemma-hf", CHAT_MODEL])}
     with running_server(data_dir, env) as server:
         server.wait_for_key(time.monotonic() + START_TIMEOUT_S)
         with server.client(timeout=300) as client:

@@ -160,3 +160,17 @@ def test_a_version_looked_up_by_a_request_stays_loaded_until_the_request_ends(st
     asyncio.run(scenario())
     wait_closed(factory, "1")
     manager.close()
+
+
+def test_system_fingerprint_follows_the_model_version_and_engine_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moltbot.models import manager
+    from moltbot.models.store import ModelFormat, ModelSource
+
+    one = ModelSource("m", Path("m.gguf"), ModelFormat.GGUF, "1", "sha256:" + "a" * 64)
+    two = ModelSource("m", Path("m.gguf"), ModelFormat.GGUF, "2", "sha256:" + "b" * 64)
+    first = manager.system_fingerprint(one)
+    assert first.startswith("fp_") and len(first) == 15
+    assert manager.system_fingerprint(one) == first
+    assert manager.system_fingerprint(two) != first
+    monkeypatch.setattr(manager, "engine_build", lambda: "moltbot-9+llama-cpp-python-9")
+    assert manager.system_fingerprint(one) != first
