@@ -50,6 +50,10 @@ from moltbot.settings import Settings
 
 log = logging.getLogger(__name__)
 _LONG_TEXT = 16_384  # characters; longer prompts are tokenized off the event loop
+# The defaults of every generation (chat, completions, session turns), as OpenAI's: temperature 1, top_p 1,
+# max_tokens the room left in the context (completions: 16), no penalties.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 1.0
 UsageHook = Callable[[int], None]  # told the total tokens a streamed reply used
 _ROLES = {
     "system": Role.SYSTEM,
@@ -269,8 +273,8 @@ class OpenAIServing:
         param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         params = SamplingParams(
             max_tokens=self._max_tokens(worker, prompt, requested, param),
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
+            temperature=DEFAULT_TEMPERATURE if req.temperature is None else req.temperature,
+            top_p=DEFAULT_TOP_P if req.top_p is None else req.top_p,
             seed=req.seed,
             stop=tuple(req.stop_list()),
             presence_penalty=req.presence_penalty or 0.0,
@@ -392,8 +396,8 @@ class OpenAIServing:
             prompt = Prompt(tuple(tokens))
             params = SamplingParams(
                 max_tokens=self._max_tokens(worker, prompt, req.max_tokens, "max_tokens"),
-                temperature=1.0 if req.temperature is None else req.temperature,
-                top_p=1.0 if req.top_p is None else req.top_p,
+                temperature=DEFAULT_TEMPERATURE if req.temperature is None else req.temperature,
+                top_p=DEFAULT_TOP_P if req.top_p is None else req.top_p,
                 seed=req.seed,
                 stop=tuple(req.stop_list()),
                 presence_penalty=req.presence_penalty or 0.0,

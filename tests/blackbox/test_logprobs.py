@@ -33,14 +33,7 @@ def _check_entry(entry: dict[str, Any], top: int) -> None:
 
 
 def test_chat_logprobs_shape_and_greedy_consistency(server: Server) -> None:
-    body = {
-        "model": CHAT_MODEL,
-        "messages": ASK,
-        "max_tokens": 8,
-        "temperature": 0,
-        "logprobs": True,
-        "top_logprobs": 5,
-    }
+    body = {**GREEDY, "top_logprobs": 5}
     with server.client() as client:
         reply = client.post(CHAT, json=body).json()
     choice = reply["choices"][0]
@@ -54,14 +47,7 @@ def test_chat_logprobs_shape_and_greedy_consistency(server: Server) -> None:
 
 
 def test_chat_logprobs_streamed_match(server: Server) -> None:
-    body = {
-        "model": CHAT_MODEL,
-        "messages": ASK,
-        "max_tokens": 8,
-        "temperature": 0,
-        "logprobs": True,
-        "top_logprobs": 2,
-    }
+    body = {**GREEDY, "top_logprobs": 2}
     with server.client() as client:
         whole = client.post(CHAT, json=body).json()["choices"][0]["logprobs"]["content"]
         with client.stream("POST", CHAT, json={**body, "stream": True}) as response:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from moltbot.gateway.auth import charge_tokens
+from moltbot.gateway.deps import Serving
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.gateway.schemas import ChatCompletionRequest
@@ -15,8 +16,7 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    serving = request.app.state.serving
+async def chat_completions(body: ChatCompletionRequest, request: Request, serving: Serving) -> Response:
     state = request.scope["state"]
     if body.stream:
         return event_stream(await serving.chat_stream(body, on_usage=lambda tokens: charge_tokens(state, tokens)))

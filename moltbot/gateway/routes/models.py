@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+
+from moltbot.gateway.deps import Serving
 
 router = APIRouter()
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    return request.app.state.serving.list_models()  # type: ignore[no-any-return]
+async def list_models(serving: Serving) -> dict[str, Any]:
+    return serving.list_models()
 
 
 @router.get("/v1/models/{model_id}")
-async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    return request.app.state.serving.model(model_id)  # type: ignore[no-any-return]
+async def get_model(model_id: str, serving: Serving) -> dict[str, Any]:
+    return serving.model(model_id)

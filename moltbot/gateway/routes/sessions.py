@@ -25,6 +25,7 @@ from moltbot.engine.backend import Worker
 from moltbot.engine.errors import RequestTimeoutError
 from moltbot.engine.types import Chunk, FinishReason, SamplingParams
 from moltbot.gateway.auth import API_KEY_STATE, charge_tokens
+from moltbot.gateway.deps import CurrentSettings, Serving, Sessions
 from moltbot.gateway.disconnect import ClientDisconnectedError, unless_disconnected
 from moltbot.gateway.errors import APIError, envelope
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
@@ -34,7 +35,7 @@ from moltbot.gateway.schemas import (
     SessionMessageRequest,
     SessionUpdateRequest,
 )
-from moltbot.gateway.serving import chunk_base, finish_reason, usage
+from moltbot.gateway.serving import DEFAULT_TEMPERATURE, chunk_base, finish_reason, usage
 from moltbot.gateway.sse import event_stream, sse
 from moltbot.sessions.context import fit
 from moltbot.sessions.export import export_document
@@ -49,11 +50,6 @@ _LONG_TEXT = 16_384
 
 def _owner(request: Request) -> str:
     return str(request.scope["state"][API_KEY_STATE].id)
-
-
-def _repo(request: Request) -> SessionRepository:
-    repo: SessionRepository = request.app.state.sessions
-    return repo
 
 
 def _checked_id(session_id: str) -> str:
@@ -117,13 +113,14 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
 
 
 @router.post("/v1/sessions", status_code=201)
-async def create_session(body: SessionCreateRequest, request: Request) -> JSONResponse:
-    serving = request.app.state.serving
+async def create_session(
+    body: SessionCreateRequest, request: Request, serving: Serving, repo: Sessions
+) -> JSONResponse:
     model = body.model or serving.default_model
     serving.generator(model)
     _check_metadata(body.metadata)
     session = await asyncio.to_thread(
-        _repo(request).create,
+        repo.create,
         _owner(request),
         model,
         title=body.title,
@@ -136,11 +133,12 @@ async def create_session(body: SessionCreateRequest, request: Request) -> JSONRe
 @router.get("/v1/sessions")
 async def list_sessions(
     request: Request,
+    repo: Sessions,
     limit: int = Query(default=20, ge=1, le=100),
     after: str | None = Query(default=None, max_length=200),
 ) -> dict[str, Any]:
     before = _parse_cursor(after) if after else None
-    found = await asyncio.to_thread(_repo(request).list, _owner(request), limit + 1, before)
+    found = await asyncio.to_thread(repo.list, _owner(request), limit + 1, before)
     page = found[:limit]
     more = len(found) > limit
     return {
@@ -152,45 +150,47 @@ async def list_sessions(
 
 
 @router.get("/v1/sessions/{session_id}")
-async def get_session(session_id: str, request: Request) -> dict[str, Any]:
-    session = await asyncio.to_thread(_repo(request).get, _owner(request), _checked_id(session_id), with_messages=True)
+async def get_session(session_id: str, request: Request, repo: Sessions) -> dict[str, Any]:
+    session = await asyncio.to_thread(repo.get, _owner(request), _checked_id(session_id), with_messages=True)
     if session is None:
         raise _not_found(session_id)
     return _card(session, with_messages=True)
 
 
 @router.patch("/v1/sessions/{session_id}")
-async def update_session(session_id: str, body: SessionUpdateRequest, request: Request) -> dict[str, Any]:
+async def update_session(
+    session_id: str, body: SessionUpdateRequest, request: Request, repo: Sessions
+) -> dict[str, Any]:
     _checked_id(session_id)
     _check_metadata(body.metadata)
     changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
-    session = await asyncio.to_thread(_repo(request).update, _owner(request), session_id, **changes)
+    session = await asyncio.to_thread(repo.update, _owner(request), session_id, **changes)
     if session is None:
         raise _not_found(session_id)
     return _card(session)
 
 
 @router.delete("/v1/sessions/{session_id}")
-async def delete_session(session_id: str, request: Request) -> dict[str, Any]:
-    if not await asyncio.to_thread(_repo(request).delete, _owner(request), _checked_id(session_id)):
+async def delete_session(session_id: str, request: Request, repo: Sessions) -> dict[str, Any]:
+    if not await asyncio.to_thread(repo.delete, _owner(request), _checked_id(session_id)):
         raise _not_found(session_id)
     return {"id": session_id, "object": "session", "deleted": True}
 
 
 @router.get("/v1/sessions/{session_id}/export")
-async def export_session(session_id: str, request: Request) -> dict[str, Any]:
-    session = await asyncio.to_thread(_repo(request).get, _owner(request), _checked_id(session_id), with_messages=True)
+async def export_session(session_id: str, request: Request, repo: Sessions) -> dict[str, Any]:
+    session = await asyncio.to_thread(repo.get, _owner(request), _checked_id(session_id), with_messages=True)
     if session is None:
         raise _not_found(session_id)
     return export_document(session)
 
 
 @router.post("/v1/sessions/import", status_code=201)
-async def import_session(body: SessionImportRequest, request: Request) -> JSONResponse:
+async def import_session(body: SessionImportRequest, request: Request, repo: Sessions) -> JSONResponse:
     _check_metadata(body.metadata)
     data = {"title": body.title, "metadata": body.metadata, "system_prompt": body.system_prompt}
     history = [m.model_dump() for m in body.messages]
-    session = await asyncio.to_thread(_repo(request).import_session, _owner(request), body.model, data, history)
+    session = await asyncio.to_thread(repo.import_session, _owner(request), body.model, data, history)
     return JSONResponse(_card(session, with_messages=True), status_code=201)
 
 
@@ -198,16 +198,24 @@ async def import_session(body: SessionImportRequest, request: Request) -> JSONRe
 
 
 @router.post("/v1/sessions/{session_id}/messages")
-async def post_message(session_id: str, body: SessionMessageRequest, request: Request) -> Response:
-    repo, owner = _repo(request), _owner(request)
+async def post_message(
+    session_id: str,
+    body: SessionMessageRequest,
+    request: Request,
+    *,
+    serving: Serving,
+    repo: Sessions,
+    settings: CurrentSettings,
+) -> Response:
+    owner = _owner(request)
     session = await asyncio.to_thread(repo.get, owner, _checked_id(session_id), with_messages=True)
     if session is None:
         raise _not_found(session_id)
-    serving = request.app.state.serving
     worker: Worker = serving.generator(session.model)
-    settings = request.app.state.settings
     if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
         raise APIError(400, f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
+    # The history is cut so that the answer has max_tokens (or, unset, at least 512 tokens) of room; an
+    # unset max_tokens then lets the answer use the room left, as chat completions does.
     max_tokens = body.max_tokens or min(settings.max_tokens_limit, 512)
     history = [(m.role, m.content) for m in session.messages]
     args = (worker.backend, session.system_prompt, history, body.content)
@@ -217,7 +225,10 @@ async def post_message(session_id: str, body: SessionMessageRequest, request: Re
     user = await asyncio.to_thread(repo.add_message, owner, session_id, "user", body.content)
     if user is None:  # deleted meanwhile
         raise _not_found(session_id)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.7 if body.temperature is None else body.temperature)
+    if body.max_tokens is None:
+        max_tokens = min(settings.max_tokens_limit, worker.info.context_size - len(turn.prompt.tokens))
+    temperature = DEFAULT_TEMPERATURE if body.temperature is None else body.temperature
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
     (stream,) = worker.streams(turn.prompt, params, 1)
     extra = {"session_id": session_id, "user_message_id": user.id, "truncated_messages": turn.dropped}
     state = request.scope["state"]
