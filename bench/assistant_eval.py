@@ -91,21 +91,26 @@ def score_tools(case: ToolCase, reply: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def peer_server(binary: Path, gguf: Path) -> Iterator[str]:
+def peer_server(binary: Path, gguf: Path, log: Path) -> Iterator[str]:
     port = free_port()
     command = [str(binary), "-m", str(gguf), "--jinja", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["-c", "4096", "-t", "2", "-np", "1", "--no-webui"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --no-repack: llama.cpp's AMX kernels crash on Q4_K_M (ggml-org/llama.cpp#20824), and Moltbot's exact
+    # mode runs without repacked weights too.
+    command += ["-c", "4096", "-t", "2", "-np", "1", "--no-webui", "--no-repack"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and process.poll() is None:
             try:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
+        if process.poll() is not None:
+            raise RuntimeError(f"llama-server exited with {process.returncode}: {log.read_text()[-2000:]}")
         yield url
     finally:
         process.terminate()
@@ -177,26 +182,32 @@ def main() -> int:
     parser.add_argument("--model", default=QWEN_1_5B)
     parser.add_argument("--peer", type=Path, default=Path(os.environ.get("MOLTBOT_PEER", DEFAULT_PEER)))
     parser.add_argument("--only", default="tools,if,schema")
+    parser.add_argument("--servers", default="moltbot,llama-server", help="the columns to measure")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "assistant_eval.json")
+    parser.add_argument("--load", type=Path, help="columns measured before (an --out file), shown beside")
     args = parser.parse_args()
-    parts = set(args.only.split(","))
-    columns: dict[str, dict[str, Any]] = {}
+    parts, servers = set(args.only.split(",")), set(args.servers.split(","))
+    columns: dict[str, dict[str, Any]] = json.loads(args.load.read_text()) if args.load else {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, _gemma, key = prepare_data_dir(tmp, "chat")
         store = ModelStore(data_dir / "models")
         install_bundled(store, frozenset({args.model}))
         gguf = store.source(args.model).path
-        env = {"MOLTBOT_MODELS": json.dumps([args.model]), "MOLTBOT_THREADS": "2", "MOLTBOT_PARALLEL": "1"}
-        with (
-            running_server(data_dir, env) as server,
-            httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {key}"}, verify=server.verify, timeout=600
-            ) as client,
-        ):
-            columns["moltbot"] = run_suite(client, args.model, parts)
-        if args.peer.is_file():
-            with peer_server(args.peer, gguf) as url, httpx.Client(base_url=url, timeout=600) as client:
+        if "moltbot" in servers:
+            env = {"MOLTBOT_MODELS": json.dumps([args.model]), "MOLTBOT_THREADS": "2", "MOLTBOT_PARALLEL": "1"}
+            headers = {"Authorization": f"Bearer {key}"}
+            with (
+                running_server(data_dir, env) as server,
+                httpx.Client(base_url=server.url, headers=headers, verify=server.verify, timeout=600) as client,
+            ):
+                columns["moltbot"] = run_suite(client, args.model, parts)
+            args.out.write_text(json.dumps(columns))  # each column is kept as soon as it is measured
+        if "llama-server" in servers and args.peer.is_file():
+            log = Path(tmp) / "llama-server.log"
+            with peer_server(args.peer, gguf, log) as url, httpx.Client(base_url=url, timeout=600) as client:
                 columns["llama-server"] = run_suite(client, args.model, parts)
-        else:
+            args.out.write_text(json.dumps(columns))
+        elif "llama-server" in servers:
             print(f"peer column skipped: no llama-server at {args.peer} (bench/build_llama_server.sh builds it)")
     print(
         f"\nassistant eval: {args.model}, greedy, {len(TOOL_CASES)} tool cases, "
