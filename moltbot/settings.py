@@ -49,7 +49,7 @@ class Profile:
 
 
 # The chat models by profile: the 1.5B instruct model where memory allows (with the 0.5B beside it), the
-# 0.5B alone on a 2 GB machine (about 0.75 GiB resident against 2 GiB for the 1.5B at a 4k context).
+# 0.5B alone on a 2 GB machine (its file is 0.5 GB against 1.1 GB; see the README for measured memory).
 _BOTH = ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct")
 _SMALL = ("qwen2.5-coder-0.5b-instruct",)
 EMBEDDING_MODEL = "all-minilm-l6-v2"
