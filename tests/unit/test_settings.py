@@ -87,3 +87,20 @@ def test_describe_has_effective_values() -> None:
     described = resolve(Settings(), resources(2)).describe()
     assert described["profile"] == "minimal"
     assert described["context_size"] == 2048
+
+
+@pytest.mark.parametrize(
+    ("memory_gib", "expected"),
+    [
+        (2, ("qwen2.5-coder-0.5b-instruct",)),
+        (6, ("qwen2.5-coder-1.5b-instruct",)),
+        (16, ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct")),
+    ],
+)
+def test_the_chat_models_fit_the_memory(memory_gib: int, expected: tuple[str, ...]) -> None:
+    runtime = resolve(Settings(data_dir=Path("data")), resources(memory_gib))
+    assert runtime.chat_models == expected and runtime.default_model == expected[0]
+    assert runtime.wanted(expected[0], bundled=True) and runtime.wanted("all-minilm-l6-v2", bundled=True)
+    assert runtime.wanted("my-own-model", bundled=False) and not runtime.wanted("gemma-3-270m", bundled=True)
+    chosen = resolve(Settings(data_dir=Path("data"), models=["gemma-3-270m"]), resources(memory_gib))
+    assert chosen.default_model == "gemma-3-270m" and not chosen.wanted("my-own-model", bundled=False)
