@@ -40,6 +40,16 @@ def queue_server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
         yield server
 
 
+def _gauge(server: Server, name: str) -> float:
+    with server.client() as client:
+        lines = client.get("/metrics").text.splitlines()
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name + "{"))
+
+
+def _running(server: Server) -> float:
+    return _gauge(server, "moltbot_engine_sequences_running")
+
+
 def _waiting(server: Server) -> float:
     with server.client() as client:
         lines = client.get("/metrics").text.splitlines()
@@ -90,16 +100,21 @@ def test_request_time_limit_ends_a_stream_with_an_error_event(tight_server: Serv
 
 
 def test_disconnect_frees_the_engine(tight_server: Server) -> None:
+    cancelled = _gauge(tight_server, "moltbot_engine_sequences_cancelled_total")
     with tight_server.client() as client:
         with client.stream("POST", "/v1/completions", json=_long_body(True, 2000)) as response:
             for _ in zip(range(3), response.iter_lines(), strict=False):
                 pass
-        # Had the abandoned stream kept generating, this would wait for it (2000 tokens, ~30 s here).
-        started = time.monotonic()
+        # Had the abandoned stream kept generating, its sequence would run until this server's 3 s time
+        # limit (a timeout, not a cancellation); the engine ends it at its next step instead, as cancelled.
+        left = time.monotonic()
+        while _running(tight_server) > 0 and time.monotonic() - left < 20:
+            time.sleep(0.05)
+        freed = time.monotonic() - left
         quick = client.post("/v1/chat/completions", json={"model": CHAT_MODEL, "messages": STORY, "max_tokens": 1})
-        waited = time.monotonic() - started
     assert quick.status_code == 200
-    assert waited < 2.5, f"the engine was still busy {waited:.1f} s after the client left"
+    assert _running(tight_server) == 0, f"the engine was still busy {freed:.1f} s after the client left"
+    assert _gauge(tight_server, "moltbot_engine_sequences_cancelled_total") == cancelled + 1
 
 
 def test_a_session_turn_past_the_time_limit_answers_504_and_is_stored_interrupted(tight_server: Server) -> None:
