@@ -17,7 +17,7 @@ from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
 
-from moltbot.models.store import ModelStore, StoreError
+from moltbot.models.store import ModelStore, StoreError, migrate_legacy
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,6 @@ def _place(store: ModelStore, model: BundledModel) -> None:
 def install_bundled(store: ModelStore, only: frozenset[str] | None = None) -> None:
     """Place each shipped model (or those named in `only`) in the store as version 1, once, verified. A
     model whose packages are missing or damaged is logged and skipped; the others are placed."""
-    from moltbot.models.store import migrate_legacy
-
     migrate_legacy(store)
     for model in CATALOGUE:
         if (only is not None and model.id not in only) or store.versions(model.id):

@@ -40,20 +40,12 @@ def queue_server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
         yield server
 
 
-def _gauge(server: Server, name: str) -> float:
-    with server.client() as client:
-        lines = client.get("/metrics").text.splitlines()
-    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name + "{"))
-
-
 def _running(server: Server) -> float:
-    return _gauge(server, "moltbot_engine_sequences_running")
+    return server.metric("moltbot_engine_sequences_running")
 
 
 def _waiting(server: Server) -> float:
-    with server.client() as client:
-        lines = client.get("/metrics").text.splitlines()
-    return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("moltbot_engine_requests_waiting{"))
+    return server.metric("moltbot_engine_requests_waiting")
 
 
 def test_queue_full_gives_503_with_retry_after(queue_server: Server) -> None:
@@ -100,7 +92,7 @@ def test_request_time_limit_ends_a_stream_with_an_error_event(tight_server: Serv
 
 
 def test_disconnect_frees_the_engine(tight_server: Server) -> None:
-    cancelled = _gauge(tight_server, "moltbot_engine_sequences_cancelled_total")
+    cancelled = tight_server.metric("moltbot_engine_sequences_cancelled_total")
     with tight_server.client() as client:
         with client.stream("POST", "/v1/completions", json=_long_body(True, 2000)) as response:
             for _ in zip(range(3), response.iter_lines(), strict=False):
@@ -114,7 +106,7 @@ def test_disconnect_frees_the_engine(tight_server: Server) -> None:
         quick = client.post("/v1/chat/completions", json={"model": CHAT_MODEL, "messages": STORY, "max_tokens": 1})
     assert quick.status_code == 200
     assert _running(tight_server) == 0, f"the engine was still busy {freed:.1f} s after the client left"
-    assert _gauge(tight_server, "moltbot_engine_sequences_cancelled_total") == cancelled + 1
+    assert tight_server.metric("moltbot_engine_sequences_cancelled_total") == cancelled + 1
 
 
 def test_a_session_turn_past_the_time_limit_answers_504_and_is_stored_interrupted(tight_server: Server) -> None:

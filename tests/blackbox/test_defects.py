@@ -34,17 +34,10 @@ def _post_raw(client: httpx.Client, path: str, body: bytes, content_type: str | 
     return client.post(path, content=body, headers=headers)
 
 
-def _metric(server: Server, name: str) -> float:
-    with server.client() as client:
-        text = client.get("/metrics").text
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
-    return sum(values)
-
-
 def _wait_metric(server: Server, name: str, predicate: Callable[[float], bool], timeout_s: float = WAIT_S) -> float:
     deadline = time.monotonic() + timeout_s
     while True:
-        value = _metric(server, name)
+        value = server.metric(name)
         if predicate(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
@@ -146,11 +139,11 @@ LONG_CHAT = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Tell
 def test_a_client_that_leaves_frees_its_sequence(server: Server, path: str, body: dict[str, Any]) -> None:
     running = "moltbot_engine_sequences_running"
     assert _wait_metric(server, running, lambda v: v == 0) == 0
-    cancelled = _metric(server, "moltbot_engine_sequences_cancelled_total")
-    left = _send_and_leave(server, path, body, lambda: _metric(server, running) >= 1)
+    cancelled = server.metric("moltbot_engine_sequences_cancelled_total")
+    left = _send_and_leave(server, path, body, lambda: server.metric(running) >= 1)
     assert _wait_metric(server, running, lambda v: v == 0) == 0
     freed_after = time.monotonic() - left
-    assert _metric(server, "moltbot_engine_sequences_cancelled_total") == cancelled + 1
+    assert server.metric("moltbot_engine_sequences_cancelled_total") == cancelled + 1
     assert freed_after < 10, f"the sequence ran {freed_after:.1f} s after the client left"
 
 
@@ -160,7 +153,7 @@ def test_a_session_turn_whose_client_leaves_is_stored_as_interrupted(server: Ser
     with server.client() as client:
         session = client.post("/v1/sessions", json={"model": CHAT_MODEL}).json()
     body = {"content": "Tell a long story.", "max_tokens": 1500}
-    _send_and_leave(server, f"/v1/sessions/{session['id']}/messages", body, lambda: _metric(server, running) >= 1)
+    _send_and_leave(server, f"/v1/sessions/{session['id']}/messages", body, lambda: server.metric(running) >= 1)
     assert _wait_metric(server, running, lambda v: v == 0) == 0
     deadline = time.monotonic() + WAIT_S
     with server.client() as client:
@@ -174,7 +167,7 @@ def test_a_session_turn_whose_client_leaves_is_stored_as_interrupted(server: Ser
 
 
 def test_an_embeddings_batch_whose_client_leaves_stops(server: Server) -> None:
-    texts = [f"sentence number {i} " + "word " * 100 for i in range(128)]  # several sub-batches
+    texts = [f"sentence number {i} " + "word " * 200 for i in range(256)]
     body = {"model": EMBEDDING_MODEL, "input": texts}
     with server.client(timeout=600) as client:
         started = time.monotonic()
@@ -182,7 +175,7 @@ def test_an_embeddings_batch_whose_client_leaves_stops(server: Server) -> None:
         whole = time.monotonic() - started
         mark = len(server.stderr())
         in_flight = "moltbot_http_requests_in_flight"  # the scrape itself is one
-        left = _send_and_leave(server, "/v1/embeddings", body, lambda: _metric(server, in_flight) >= 2)
+        left = _send_and_leave(server, "/v1/embeddings", body, lambda: server.metric(in_flight) >= 2)
         small = client.post("/v1/embeddings", json={"model": EMBEDDING_MODEL, "input": "hi"})
         waited = time.monotonic() - left
     assert small.status_code == 200
