@@ -27,6 +27,8 @@ from moltbot.engine.runner import RunnerOptions
 from moltbot.engine.worker import ModelWorker, WorkerLimits
 from moltbot.gateway.auth import AuthMiddleware, check_declared
 from moltbot.gateway.clients import parse_networks
+from moltbot.gateway.deps import Gateway
+from moltbot.gateway.deps import install as install_gateway
 from moltbot.gateway.errors import install_error_handlers
 from moltbot.gateway.leases import ModelLeaseMiddleware
 from moltbot.gateway.limits import RequestLimitsMiddleware
@@ -55,6 +57,8 @@ from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
 from moltbot.monitor.rules import load_rules
 from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
+from moltbot.services.generation import GenerationService
+from moltbot.services.sessions import SessionService
 from moltbot.settings import Runtime
 from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import Vault
@@ -254,14 +258,19 @@ def create_app(services: Services) -> FastAPI:
         services.models.close()
 
     app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.models = services.models
-    app.state.keys = services.keys
-    app.state.audit = services.audit
-    app.state.sessions = services.sessions
-    app.state.settings = services.runtime.settings
-    app.state.registry = services.metrics.registry
-    app.state.monitor = services.monitor
-    app.state.serving = OpenAIServing(services.models, services.runtime.settings, services.runtime.default_model)
+    generation = GenerationService(services.models, services.runtime.settings, services.runtime.default_model)
+    gateway = Gateway(
+        settings=services.runtime.settings,
+        generation=generation,
+        sessions=SessionService(services.sessions, generation),
+        openai=OpenAIServing(generation),
+        models=services.models,
+        keys=services.keys,
+        audit=services.audit,
+        registry=services.metrics.registry,
+        monitor=services.monitor,
+    )
+    install_gateway(app, gateway)
     install_error_handlers(app)
     install_openapi(app)
     modules = (health, models, chat, completions, embeddings, metrics, admin, model_admin, sessions)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from moltbot import endpoint
-from moltbot.engine.errors import EngineError
+from moltbot.errors import MoltbotError
 from moltbot.models.registry import Progress, RegistryAuth, Transfer, pull, push
 from moltbot.models.store import ModelStore, StoreError
 from moltbot.settings import Settings
@@ -295,7 +295,7 @@ def _remote(args: argparse.Namespace, verify: Verify) -> int:
 def _guard(func: Callable[[argparse.Namespace, Table], int], args: argparse.Namespace, table: Table) -> int:
     try:
         return func(args, table)
-    except EngineError as exc:
+    except MoltbotError as exc:
         _err(f"error: {exc.message}")
         return 1
     except CryptoError as exc:

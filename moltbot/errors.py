@@ -14,4 +14,8 @@ class MoltbotError(Exception):
 
 
 class InvalidRequestError(MoltbotError):
-    """A request the services cannot carry out as asked (a 400)."""
+    """A request the services cannot carry out as asked (a 400); `code` is a short machine-readable name."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value") -> None:
+        super().__init__(message, param)
+        self.code = code

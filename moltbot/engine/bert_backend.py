@@ -29,7 +29,6 @@ from moltbot.engine.types import (
 )
 
 Array = npt.NDArray[np.float32]
-_SUPPORTED_TYPES = {"bert"}
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,17 +66,6 @@ def _erf(x: Array) -> Array:
 
 def _gelu(x: Array) -> Array:
     return (0.5 * x * (1.0 + _erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
-
-
-def is_bert_dir(path: Path) -> bool:
-    """Whether `path` is a HuggingFace directory of a BERT encoder in safetensors."""
-    config = path / "config.json"
-    if not (config.is_file() and (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()):
-        return False
-    try:
-        return json.loads(config.read_text()).get("model_type") in _SUPPORTED_TYPES
-    except (OSError, ValueError):
-        return False
 
 
 class BertEmbedder:

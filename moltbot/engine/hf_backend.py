@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -38,24 +37,11 @@ from moltbot.engine.types import (
     Prompt,
     SamplingParams,
 )
+from moltbot.formats.detect import PICKLE_SUFFIXES, is_causal_lm_dir
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'moltbot[hf]'"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def is_causal_lm_dir(path: Path) -> bool:
-    """Whether `path` is a HuggingFace directory of a causal LM (`*ForCausalLM`) with safetensors weights."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    architectures = config.get("architectures") if isinstance(config, dict) else None
-    if not isinstance(architectures, list):
-        return False
-    causal = any(isinstance(name, str) and name.endswith("ForCausalLM") for name in architectures)
-    return causal and any(path.glob("*.safetensors"))
 
 
 def refuse_pickles(model_id: str, path: Path) -> None:

@@ -14,9 +14,10 @@ from llama_cpp import _internals as internals
 
 from moltbot.engine.chat_template import render_transcript
 from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
-from moltbot.engine.gguf_check import validate_gguf
 from moltbot.engine.template import ChatTemplate, TemplateError
 from moltbot.engine.types import ChatMessage, Embeddings, EmbedInput, ModelInfo, ModelKind, Prompt
+from moltbot.formats import MalformedModelError
+from moltbot.formats.gguf import validate_gguf
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ class LlamaModelFile:
     ) -> None:
         """`repacked`: llama.cpp's repacked weight layouts for the CPU (tiled kernels whose results depend
         on how many rows a step computes); off for exact mode."""
-        validate_gguf(path)
+        try:
+            validate_gguf(path)
+        except MalformedModelError as exc:
+            raise ModelLoadError(exc.message) from exc
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0x7FFFFFFF if gpu_layers < 0 else gpu_layers
         if not repacked:

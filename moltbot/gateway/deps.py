@@ -1,28 +1,92 @@
-"""Typed access to the services from routes (FastAPI dependencies), instead of untyped app state."""
+"""Typed access to the services from routes (FastAPI dependencies), instead of untyped app state.
+
+The composition root (app.py) builds one `Gateway` and hands it to `install`; routes name what they need
+(`serving: Serving`, `sessions: Sessions`, ...), never `request.app.state`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from prometheus_client import CollectorRegistry
 
 from moltbot.gateway.serving import OpenAIServing
+from moltbot.models.manager import ModelManager
+from moltbot.monitor.service import Monitor
+from moltbot.services.generation import GenerationService
+from moltbot.services.sessions import SessionService
 from moltbot.settings import Settings
-from moltbot.storage.sessions import SessionRepository
+from moltbot.storage.audit import AuditLog
+from moltbot.storage.keys import KeyStore
+
+
+@dataclass(slots=True, frozen=True)
+class Gateway:
+    """What the routes reach: the services, and the stores admin routes manage."""
+
+    settings: Settings
+    generation: GenerationService
+    sessions: SessionService
+    openai: OpenAIServing
+    models: ModelManager
+    keys: KeyStore
+    audit: AuditLog
+    registry: CollectorRegistry
+    monitor: Monitor | None
+
+
+def install(app: FastAPI, gateway: Gateway) -> None:
+    app.state.gateway = gateway
+
+
+def _gateway(request: Request) -> Gateway:
+    return cast(Gateway, request.app.state.gateway)
 
 
 def _serving(request: Request) -> OpenAIServing:
-    return cast(OpenAIServing, request.app.state.serving)
+    return _gateway(request).openai
 
 
-def _sessions(request: Request) -> SessionRepository:
-    return cast(SessionRepository, request.app.state.sessions)
+def _generation(request: Request) -> GenerationService:
+    return _gateway(request).generation
+
+
+def _sessions(request: Request) -> SessionService:
+    return _gateway(request).sessions
 
 
 def _settings(request: Request) -> Settings:
-    return cast(Settings, request.app.state.settings)
+    return _gateway(request).settings
+
+
+def _models(request: Request) -> ModelManager:
+    return _gateway(request).models
+
+
+def _keys(request: Request) -> KeyStore:
+    return _gateway(request).keys
+
+
+def _audit(request: Request) -> AuditLog:
+    return _gateway(request).audit
+
+
+def _registry(request: Request) -> CollectorRegistry:
+    return _gateway(request).registry
+
+
+def _monitor(request: Request) -> Monitor | None:
+    return _gateway(request).monitor
 
 
 Serving = Annotated[OpenAIServing, Depends(_serving)]
-Sessions = Annotated[SessionRepository, Depends(_sessions)]
+Generation = Annotated[GenerationService, Depends(_generation)]
+Sessions = Annotated[SessionService, Depends(_sessions)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
+Models = Annotated[ModelManager, Depends(_models)]
+Keys = Annotated[KeyStore, Depends(_keys)]
+Audit = Annotated[AuditLog, Depends(_audit)]
+Registry = Annotated[CollectorRegistry, Depends(_registry)]
+MonitorDep = Annotated[Monitor | None, Depends(_monitor)]

@@ -26,7 +26,8 @@ from moltbot.models.manager import DeployConflictError, DeployError, Insufficien
 from moltbot.models.package import PackageKeyError
 from moltbot.models.registry import RegistryError
 from moltbot.models.store import StoreError, UnknownModelError
-from moltbot.storage.sessions import StorageBusyError, StorageFullError
+from moltbot.services.sessions import SessionNotFoundError
+from moltbot.storage.errors import StorageBusyError, StorageError, StorageFullError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,12 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def from_engine(exc: MoltbotError) -> APIError:
+def from_error(exc: MoltbotError) -> APIError:
     """Map a named error to its HTTP status and envelope."""
     if isinstance(exc, InvalidRequestError):
-        return APIError(400, exc.message, param=exc.param, code="invalid_value")
+        return APIError(400, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, SessionNotFoundError):
+        return APIError(404, exc.message, param=exc.param, code="session_not_found")
     if isinstance(exc, TemplateRenderError):
         return APIError(400, exc.message, param=exc.param, code="template_error")
     if isinstance(exc, (ModelNotFoundError, UnknownModelError)):
@@ -93,8 +96,20 @@ def from_engine(exc: MoltbotError) -> APIError:
         return APIError(504, exc.message, type="timeout_error", code="request_timeout")
     if isinstance(exc, RequestCancelledError):
         return APIError(499, exc.message, code="client_closed_request")
+    if isinstance(exc, StorageFullError):
+        log.error("a write failed: %s", exc)
+        message = "the server's storage is full; nothing was written"
+        return APIError(507, message, type="server_error", code="insufficient_storage")
+    if isinstance(exc, StorageBusyError):
+        headers = {"Retry-After": "1"}
+        return APIError(
+            503, "the database is busy; retry", type="server_overloaded", code="storage_busy", headers=headers
+        )
     if isinstance(exc, ModelLoadError):
         return APIError(500, "the model failed to load", type="server_error")
+    log.error("request failed: %s: %s", type(exc).__name__, exc.message)
+    if isinstance(exc, StorageError):
+        return APIError(500, "internal error in storage", type="server_error")
     return APIError(500, "internal error in the engine", type="server_error")
 
 
@@ -127,7 +142,7 @@ async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_engine_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MoltbotError)  # noqa: S101 - registered for this type only
-    return error_response(from_engine(exc))
+    return error_response(from_error(exc))
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -148,27 +163,6 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(APIError(400, text, param=param, code="invalid_value"))
 
 
-async def _on_storage_full(_: Request, exc: Exception) -> JSONResponse:
-    log.error("a write failed: %s", exc)
-    return error_response(
-        APIError(
-            507, "the server's storage is full; nothing was written", type="server_error", code="insufficient_storage"
-        )
-    )
-
-
-async def _on_storage_busy(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(
-        APIError(
-            503,
-            "the database is busy; retry",
-            type="server_overloaded",
-            code="storage_busy",
-            headers={"Retry-After": "1"},
-        )
-    )
-
-
 async def _on_client_gone(_: Request, exc: Exception) -> JSONResponse:
     """Nobody reads this reply: 499 (nginx's "client closed request") is what the access log records."""
     return error_response(APIError(499, "the client closed the connection", code="client_closed_request"))
@@ -184,7 +178,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MoltbotError, _on_engine_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StorageFullError, _on_storage_full)
-    app.add_exception_handler(StorageBusyError, _on_storage_busy)
     app.add_exception_handler(ClientDisconnectedError, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)

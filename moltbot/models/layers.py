@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from moltbot.engine.errors import ModelLoadError
-from moltbot.engine.gguf_check import gguf_tensors
+from moltbot.formats import MalformedModelError
+from moltbot.formats.gguf import gguf_tensors
 
 # blk.12.attn_q.weight (GGUF), model.layers.12.mlp... / encoder.layer.3... / transformer.h.7... (HF)
 _GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
@@ -83,16 +83,16 @@ def _safetensors_groups(path: Path) -> tuple[int, list[tuple[int, str]]]:
     with path.open("rb") as handle:
         raw = handle.read(8)
         if len(raw) != 8:
-            raise ModelLoadError(f"{path.name}: not a safetensors file")
+            raise MalformedModelError(f"{path.name}: not a safetensors file")
         (length,) = struct.unpack("<Q", raw)
         if length > _SAFETENSORS_MAX_HEADER:
-            raise ModelLoadError(f"{path.name}: safetensors header too large")
+            raise MalformedModelError(f"{path.name}: safetensors header too large")
         try:
             header = json.loads(handle.read(length))
         except ValueError as exc:
-            raise ModelLoadError(f"{path.name}: safetensors header is not JSON") from exc
+            raise MalformedModelError(f"{path.name}: safetensors header is not JSON") from exc
     if not isinstance(header, dict):
-        raise ModelLoadError(f"{path.name}: safetensors header is not an object")
+        raise MalformedModelError(f"{path.name}: safetensors header is not an object")
     data_size = path.stat().st_size - 8 - length
     starts = []
     for name, entry in header.items():
@@ -100,10 +100,10 @@ def _safetensors_groups(path: Path) -> tuple[int, list[tuple[int, str]]]:
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise ModelLoadError(f"{path.name}: tensor {name!r} has no data offsets")
+            raise MalformedModelError(f"{path.name}: tensor {name!r} has no data offsets")
         begin, end = offsets
         if not 0 <= begin <= end <= data_size:
-            raise ModelLoadError(f"{path.name}: tensor {name!r} lies outside the file")
+            raise MalformedModelError(f"{path.name}: tensor {name!r} lies outside the file")
         starts.append((begin, _group(_HF_BLOCK, name)))
     return 8 + length, starts
 

@@ -27,8 +27,9 @@ import psutil
 
 from moltbot import __version__
 from moltbot.engine.backend import Worker
-from moltbot.engine.errors import EngineError, ModelNotReadyError
+from moltbot.engine.errors import ModelNotReadyError
 from moltbot.engine.types import ModelKind, Prompt, SamplingParams
+from moltbot.errors import MoltbotError
 from moltbot.models.store import ModelFormat, ModelSource, ModelStore, UnknownModelError
 from moltbot.resources import cgroup_memory_limit
 
@@ -52,15 +53,15 @@ class ModelNotFoundError(UnknownModelError):
     """No model of that id is known."""
 
 
-class DeployError(EngineError):
+class DeployError(MoltbotError):
     """The new version did not load or failed its smoke test; the old one keeps serving."""
 
 
-class DeployConflictError(EngineError):
+class DeployConflictError(MoltbotError):
     """A deploy of this model is already under way, or there is nothing to roll back to."""
 
 
-class InsufficientMemoryError(EngineError):
+class InsufficientMemoryError(MoltbotError):
     """Loading a version beside the serving one would not fit in memory."""
 
 
@@ -180,7 +181,7 @@ class ModelManager:
         started = time.perf_counter()
         try:
             entry.worker = self._factory(entry.source)
-        except EngineError as exc:
+        except MoltbotError as exc:
             entry.state, entry.error = LoadState.FAILED, exc.message
             log.error("model %s version %s refused at load: %s", entry.source.id, entry.source.version, exc.message)
         except Exception:  # one model failing must not stop the others from loading
@@ -191,7 +192,7 @@ class ModelManager:
             if self.store is not None and entry.source.digest:
                 try:
                     entry.pin = self.store.pin(entry.source.id, int(entry.source.version))
-                except (OSError, ValueError, EngineError):
+                except (OSError, ValueError, MoltbotError):
                     log.warning("model %s version %s could not be pinned", entry.source.id, entry.source.version)
         entry.load_seconds = time.perf_counter() - started
         if entry.state is LoadState.LOADED:
@@ -294,7 +295,7 @@ class ModelManager:
             if not failure:
                 try:  # the store names what serves before the switch: a restart serves the same
                     await asyncio.to_thread(store.set_active, name, int(source.version))
-                except (EngineError, OSError) as exc:
+                except (MoltbotError, OSError) as exc:
                     failure = f"the store could not record it ({getattr(exc, 'message', type(exc).__name__)})"
             if failure:
                 entry.state, entry.error = LoadState.FAILED, failure
@@ -315,7 +316,7 @@ class ModelManager:
         protect = frozenset({int(source.version)} | ({int(previous)} if previous and previous.isdigit() else set()))
         try:
             await asyncio.to_thread(store.prune, name, protect)
-        except (EngineError, OSError):
+        except (MoltbotError, OSError):
             log.exception("model %s: pruning old versions failed", name)
         return DeployResult(name, previous, source.version, entry.load_seconds, smoke_seconds, switched)
 
@@ -352,7 +353,7 @@ class ModelManager:
                 return "its smoke test generated nothing"
         except TimeoutError:
             return f"its smoke test took longer than {SMOKE_TIMEOUT_S:.0f} s"
-        except EngineError as exc:
+        except MoltbotError as exc:
             return f"its smoke test failed: {exc.message}"
         except Exception:
             log.exception("smoke test of %s version %s", entry.source.id, entry.source.version)

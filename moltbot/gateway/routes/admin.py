@@ -14,10 +14,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from moltbot.gateway.auth import API_KEY_STATE
+from moltbot.gateway.deps import Audit, Keys, MonitorDep
 from moltbot.gateway.errors import APIError
 from moltbot.gateway.schemas import KeyCreateRequest
-from moltbot.storage.audit import AuditLog
-from moltbot.storage.keys import ApiKey, KeyStore, UnknownScopeError, parse_scopes
+from moltbot.storage.keys import ApiKey, UnknownScopeError, parse_scopes
 
 router = APIRouter()
 _KEY_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -47,9 +47,7 @@ def _key_id(key_id: str) -> str:
 
 
 @router.post("/v1/admin/keys", status_code=201)
-async def create_key(body: KeyCreateRequest, request: Request) -> JSONResponse:
-    keys: KeyStore = request.app.state.keys
-    audit: AuditLog = request.app.state.audit
+async def create_key(body: KeyCreateRequest, request: Request, keys: Keys, audit: Audit) -> JSONResponse:
     try:
         scopes = parse_scopes(",".join(body.scopes))
     except UnknownScopeError as exc:
@@ -63,14 +61,12 @@ async def create_key(body: KeyCreateRequest, request: Request) -> JSONResponse:
 
 
 @router.get("/v1/admin/keys")
-async def list_keys(request: Request) -> dict[str, Any]:
-    keys: KeyStore = request.app.state.keys
+async def list_keys(keys: Keys) -> dict[str, Any]:
     return {"object": "list", "data": [_card(k) for k in await asyncio.to_thread(keys.list)]}
 
 
 @router.get("/v1/admin/keys/{key_id}")
-async def get_key(key_id: str, request: Request) -> dict[str, Any]:
-    keys: KeyStore = request.app.state.keys
+async def get_key(key_id: str, keys: Keys) -> dict[str, Any]:
     key = await asyncio.to_thread(keys.get, _key_id(key_id))
     if key is None:
         raise APIError(404, f"no API key {key_id}", param="key_id", code="not_found")
@@ -78,9 +74,7 @@ async def get_key(key_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.delete("/v1/admin/keys/{key_id}")
-async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
-    keys: KeyStore = request.app.state.keys
-    audit: AuditLog = request.app.state.audit
+async def revoke_key(key_id: str, request: Request, keys: Keys, audit: Audit) -> dict[str, Any]:
     if not await asyncio.to_thread(keys.revoke, _key_id(key_id)):
         raise APIError(404, f"no active API key {key_id}", param="key_id", code="not_found")
     await asyncio.to_thread(audit.record, actor(request), "key.revoke", key_id)
@@ -89,11 +83,10 @@ async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
 
 @router.get("/v1/admin/audit")
 async def audit_entries(
-    request: Request,
+    audit: Audit,
     limit: int = Query(default=100, ge=1, le=1000),
     before: int | None = Query(default=None, ge=1, le=(1 << 63) - 1),
 ) -> dict[str, Any]:
-    audit: AuditLog = request.app.state.audit
     entries = await asyncio.to_thread(audit.list, limit, before)
     data = [
         {"id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "details": e.details}
@@ -103,9 +96,8 @@ async def audit_entries(
 
 
 @router.get("/v1/admin/alerts")
-async def list_alerts(request: Request) -> dict[str, Any]:
+async def list_alerts(monitor: MonitorDep) -> dict[str, Any]:
     """Pending and firing alerts, firing first."""
-    monitor = request.app.state.monitor
     if monitor is None:
         raise APIError(404, "alert evaluation is off on this server (MOLTBOT_MONITOR=false)", code="monitor_disabled")
     return {"object": "list", "data": monitor.active()}

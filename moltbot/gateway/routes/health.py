@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from moltbot.gateway.deps import Models
 from moltbot.gateway.errors import envelope
 
 router = APIRouter()
@@ -16,8 +17,8 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/readyz", include_in_schema=False)
-async def readyz(request: Request) -> JSONResponse:
-    if request.app.state.models.is_ready:
+async def readyz(models: Models) -> JSONResponse:
+    if models.is_ready:
         return JSONResponse({"status": "ready"})
     body = envelope("models are still loading", "server_overloaded", code="model_loading")
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})

@@ -7,17 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from moltbot.gateway.deps import Audit, Models
 from moltbot.gateway.routes.admin import actor
 from moltbot.gateway.schemas import DeployRequest
 from moltbot.models.manager import DeployResult, LoadState, ModelManager
 from moltbot.models.store import ModelStore, StoreError, UnknownModelError, Version, check_name
-from moltbot.storage.audit import AuditLog
 
 router = APIRouter()
 
 
-def _manager(request: Request) -> tuple[ModelManager, ModelStore]:
-    manager: ModelManager = request.app.state.models
+def _manager(manager: ModelManager) -> tuple[ModelManager, ModelStore]:
     assert manager.store is not None  # noqa: S101 - the server always has a store
     return manager, manager.store
 
@@ -52,8 +51,8 @@ def _card(version: Version, manager: ModelManager, active: int | None) -> dict[s
 
 
 @router.get("/v1/admin/models")
-async def list_store(request: Request) -> dict[str, Any]:
-    _, store = _manager(request)
+async def list_store(models: Models) -> dict[str, Any]:
+    _, store = _manager(models)
 
     def read() -> list[dict[str, Any]]:
         rows = []
@@ -73,8 +72,8 @@ async def list_store(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/admin/models/{name}/versions")
-async def list_versions(name: str, request: Request) -> dict[str, Any]:
-    manager, store = _manager(request)
+async def list_versions(name: str, models: Models) -> dict[str, Any]:
+    manager, store = _manager(models)
     versions = await asyncio.to_thread(store.versions, _name(name))
     if not versions:
         raise UnknownModelError(f"the model {name!r} does not exist", param="name")
@@ -96,9 +95,8 @@ def _reply(result: DeployResult) -> dict[str, Any]:
 
 
 @router.post("/v1/admin/models/{name}/deploy")
-async def deploy(name: str, body: DeployRequest, request: Request) -> dict[str, Any]:
-    manager, _store = _manager(request)
-    audit: AuditLog = request.app.state.audit
+async def deploy(name: str, body: DeployRequest, request: Request, models: Models, audit: Audit) -> dict[str, Any]:
+    manager, _store = _manager(models)
     result = await manager.deploy(_name(name), body.version, in_place=body.in_place)
     await asyncio.to_thread(
         audit.record, actor(request), "model.deploy", name, version=result.version, previous=result.previous
@@ -107,9 +105,8 @@ async def deploy(name: str, body: DeployRequest, request: Request) -> dict[str, 
 
 
 @router.post("/v1/admin/models/{name}/rollback")
-async def rollback(name: str, request: Request) -> dict[str, Any]:
-    manager, _store = _manager(request)
-    audit: AuditLog = request.app.state.audit
+async def rollback(name: str, request: Request, models: Models, audit: Audit) -> dict[str, Any]:
+    manager, _store = _manager(models)
     result = await manager.rollback(_name(name))
     await asyncio.to_thread(
         audit.record, actor(request), "model.rollback", name, version=result.version, previous=result.previous

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from moltbot.engine.errors import ModelLoadError
+from moltbot.formats import MalformedModelError
 
 _MAGIC = b"GGUF"
 _VERSIONS = (2, 3)
@@ -133,7 +133,7 @@ def _walk(data: mmap.mmap) -> tuple[int, list[tuple[str, int, int]]]:
 
 
 def validate_gguf(path: Path) -> None:
-    """Raise ModelLoadError unless `path` is a well-formed GGUF whose tensors lie inside the file."""
+    """Raise MalformedModelError unless `path` is a well-formed GGUF whose tensors lie inside the file."""
     gguf_tensors(path)
 
 
@@ -144,6 +144,6 @@ def gguf_tensors(path: Path) -> tuple[int, list[tuple[str, int, int]]]:
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return _walk(data)
     except _MalformedError as exc:
-        raise ModelLoadError(f"{path.name}: malformed GGUF: {exc}") from exc
+        raise MalformedModelError(f"{path.name}: malformed GGUF: {exc}") from exc
     except (OSError, ValueError) as exc:  # unreadable, or empty (mmap of 0 bytes)
-        raise ModelLoadError(f"{path.name}: cannot be read as GGUF") from exc
+        raise MalformedModelError(f"{path.name}: cannot be read as GGUF") from exc
