@@ -37,6 +37,7 @@ from moltbot.gateway.openapi import install_openapi
 from moltbot.gateway.ratelimit import Limits, RateLimiter
 from moltbot.gateway.routes import (
     admin,
+    anthropic,
     chat,
     completions,
     embeddings,
@@ -44,6 +45,7 @@ from moltbot.gateway.routes import (
     metrics,
     model_admin,
     models,
+    ollama,
     sessions,
 )
 from moltbot.gateway.serving import OpenAIServing
@@ -273,7 +275,7 @@ def create_app(services: Services) -> FastAPI:
     install_gateway(app, gateway)
     install_error_handlers(app)
     install_openapi(app)
-    modules = (health, models, chat, completions, embeddings, metrics, admin, model_admin, sessions)
+    modules = (health, models, chat, completions, embeddings, metrics, admin, model_admin, sessions, ollama, anthropic)
     for module in modules:
         app.include_router(module.router)
     # FastAPI keeps included routers as opaque entries: match against the routers' own routes.

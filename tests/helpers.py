@@ -146,11 +146,16 @@ class Server:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=self.verify)
 
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples over its labels, from /metrics."""
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples over its labels (those with all of `labels`), from /metrics."""
         with self.client() as client:
             lines = client.get("/metrics").text.splitlines()
-        return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith((name + "{", name + " ")))
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        return sum(
+            float(x.rsplit(" ", 1)[1])
+            for x in lines
+            if x.startswith((name + "{", name + " ")) and all(w in x.split(" ")[0] for w in wanted)
+        )
 
     def wait_for_key(self, deadline: float) -> None:
         while time.monotonic() < deadline:

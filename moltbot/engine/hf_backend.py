@@ -174,7 +174,9 @@ class HFCausalBackend:
             if len(generated) < room:
                 logits, cache = self._forward((token,), cache)
         tail = "" if matcher.stopped else matcher.feed(detokenizer.flush()) + matcher.flush()
-        yield Chunk(tail.lstrip(" ") if strip else tail, reason, len(prompt.tokens), len(generated))
+        stop = matcher.matched if matcher.matched in params.stop else ""
+        text = tail.lstrip(" ") if strip else tail
+        yield Chunk(text, reason, len(prompt.tokens), len(generated), stop_sequence=stop)
 
     def _check(self, prompt: Prompt, params: SamplingParams) -> None:
         if params.grammar is not None:

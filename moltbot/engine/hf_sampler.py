@@ -36,12 +36,16 @@ class TorchSampler:
 
     def _penalise(self, logits: Any, window: Sequence[int]) -> Any:
         presence, frequency = self._params.presence_penalty, self._params.frequency_penalty
-        if not window or (presence == 0.0 and frequency == 0.0):
+        repeat = self._params.repeat_penalty
+        if not window or (presence == 0.0 and frequency == 0.0 and repeat == 1.0):
             return logits
         counts = Counter(window)
         ids = self._torch.tensor(list(counts), device=logits.device)
         times = self._torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
         logits = logits.clone()
+        if repeat != 1.0:  # llama.cpp's order: the repeat penalty first, then frequency and presence
+            seen = logits[ids]
+            logits[ids] = self._torch.where(seen > 0, seen / repeat, seen * repeat)
         logits[ids] -= presence + frequency * times
         return logits
 

@@ -76,11 +76,15 @@ class LlamaModelFile:
             size_bytes=path.stat().st_size,
             vocab_size=self.n_vocab,
             token_level=True,
+            parameter_count=int(self.model.n_params()),
+            chat_template=self._template_source,
+            metadata={k: v for k, v in self.model.metadata().items() if not k.startswith("tokenizer.")},
         )
 
     def _chat_template(self, model_id: str) -> ChatTemplate | None:
         """The GGUF's chat template; a broken one is reported here and the transcript used instead."""
         source = self.model.metadata().get("tokenizer.chat_template")
+        self._template_source = source or ""
         if not source:
             return None
         self._bos_text = self.model.token_get_text(self.model.token_bos())

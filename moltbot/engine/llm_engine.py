@@ -40,6 +40,7 @@ def _sampler_config(params: SamplingParams) -> SamplerConfig:
         seed=params.seed if params.seed is not None else secrets.randbits(31),
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
+        repeat_penalty=params.repeat_penalty,
         grammar=grammar,
         logit_bias=params.logit_bias,
     )
@@ -298,7 +299,10 @@ class LLMEngine:
             tail = seq.matcher.feed(seq.decoder.decode(b"", final=True)) + seq.matcher.flush()
             if seq.strip_leading_space:
                 tail = tail.lstrip(" ")
-        seq.emit(Chunk(tail, reason, len(seq.prompt.tokens), len(seq.generated), seq.reused, tuple(seq.logprobs)))
+        matched = seq.matcher.matched
+        stop = matched if matched in seq.params.stop else ""  # a template's own stops are not the client's
+        counts = (len(seq.prompt.tokens), len(seq.generated), seq.reused)
+        seq.emit(Chunk(tail, reason, *counts, tuple(seq.logprobs), stop))
         seq.logprobs.clear()
         self._close(seq)
         if reason is FinishReason.CANCELLED:

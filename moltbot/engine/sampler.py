@@ -30,6 +30,7 @@ class SamplerConfig:
     seed: int
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
     grammar: str | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
 
@@ -79,10 +80,14 @@ class Sampler:
             for i, (token, bias) in enumerate(config.logit_bias):
                 biases[i] = llama_cpp.llama_logit_bias(token, bias)
             stages.append(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(config.logit_bias), biases))
-        if config.presence_penalty or config.frequency_penalty:
+        if config.presence_penalty or config.frequency_penalty or config.repeat_penalty != 1.0:
             stages.append(
                 llama_cpp.llama_sampler_init_penalties(
-                    n_vocab, _PENALTY_WINDOW, 1.0, config.frequency_penalty, config.presence_penalty
+                    n_vocab,
+                    _PENALTY_WINDOW,
+                    config.repeat_penalty,
+                    config.frequency_penalty,
+                    config.presence_penalty,
                 )
             )
         if config.temperature <= 0.0:

@@ -12,6 +12,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched = ""  # the stop string that was hit
 
     def feed(self, text: str) -> str:
         """Return the text that can be emitted now; sets `stopped` when a stop string appears."""
@@ -21,6 +22,7 @@ class StopMatcher:
         cut = self._first_stop(buffer)
         if cut is not None:
             self.stopped = True
+            self.matched = next(s for s in self._stops if buffer.find(s) == cut)
             self._held = ""
             return buffer[:cut]
         keep = self._partial_suffix(buffer)

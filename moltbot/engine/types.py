@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,10 @@ class ModelInfo:
     size_bytes: int = 0
     vocab_size: int = 0  # token ids a request may send are 0 .. vocab_size - 1
     token_level: bool = False  # reports log-probabilities and takes logit_bias
+    parameter_count: int = 0
+    chat_template: str = ""  # the template's source, as the model ships it
+    # The model file's own description (GGUF metadata: architecture, quantization, lengths), strings only.
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,6 +88,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0  # llama.cpp's: logits of recent tokens divided (or, negative, multiplied) by it
     grammar: str | None = None
     # Tool calls: once the output shows `tool_trigger`, `tool_grammar` constrains what follows until the
     # JSON value it describes is complete (llama.cpp's lazy grammars do the same); then output is free again.
@@ -112,6 +118,7 @@ class Chunk:
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens found in the KV cache instead of computed
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens generated since the previous chunk
+    stop_sequence: str = ""  # on the last chunk: the request's stop string that ended it, if one did
 
 
 @dataclass(slots=True)
@@ -122,6 +129,7 @@ class Completion:
     completion_tokens: int
     cached_tokens: int = 0
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop_sequence: str = ""
 
 
 # One embedding input: text, or the model's token ids of a text (special tokens are added as for text).

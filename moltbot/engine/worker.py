@@ -51,7 +51,13 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
         raise RequestTimeoutError("generation exceeded the request time limit")
     reason = last.finish_reason or FinishReason.STOP
     return Completion(
-        "".join(pieces), reason, last.prompt_tokens, last.completion_tokens, last.cached_tokens, tuple(logprobs)
+        "".join(pieces),
+        reason,
+        last.prompt_tokens,
+        last.completion_tokens,
+        last.cached_tokens,
+        tuple(logprobs),
+        last.stop_sequence,
     )
 
 

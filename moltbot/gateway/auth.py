@@ -14,12 +14,12 @@ from typing import Any, Final
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moltbot.gateway.errors import envelope
+from moltbot.gateway.errors import APIError, error_body
 from moltbot.gateway.ratelimit import RateLimiter
 from moltbot.storage.keys import KeyStore
 from moltbot.storage.keys import Scope as KeyScope
 
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/"})  # "/": HEAD only, Ollama's liveness probe
 ANY_SCOPE: Final = None
 API_KEY_STATE: Final = "api_key"
 ROUTE_STATE: Final = "route"
@@ -47,18 +47,35 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/sessions/{session_id}": KeyScope.SESSIONS,
     "/v1/sessions/{session_id}/export": KeyScope.SESSIONS,
     "/v1/sessions/{session_id}/messages": KeyScope.SESSIONS,
+    # Ollama's API
+    "/api/chat": KeyScope.CHAT,
+    "/api/generate": KeyScope.CHAT,
+    "/api/embed": KeyScope.EMBEDDINGS,
+    "/api/embeddings": KeyScope.EMBEDDINGS,
+    "/api/tags": KeyScope.MODELS_READ,
+    "/api/ps": KeyScope.MODELS_READ,
+    "/api/show": KeyScope.MODELS_READ,
+    "/api/version": ANY_SCOPE,
+    # Anthropic's Messages API
+    "/v1/messages": KeyScope.CHAT,
+    "/v1/messages/count_tokens": KeyScope.CHAT,
 }
 
 
 def _bearer(scope: Scope) -> str | None:
+    """The key: `Authorization: Bearer <key>`, or Anthropic's `x-api-key: <key>` header."""
     for name, value in scope["headers"]:
         if name == b"authorization":
             kind, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if kind.lower() == "bearer" and token.strip() else None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip() or None
     return None
 
 
 async def _deny(
+    scope: Scope,
     send: Send,
     status: int,
     message: str,
@@ -67,7 +84,7 @@ async def _deny(
     code: str | None = None,
     extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    body = json.dumps(envelope(message, kind, code=code)).encode()
+    body = json.dumps(error_body(scope["path"], APIError(status, message, type=kind, code=code))).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
@@ -98,24 +115,26 @@ class AuthMiddleware:
         limiter = self._limiter
         if limiter is not None and (wait := limiter.auth_blocked(client)) > 0:
             message = "too many requests with invalid API keys from this address"
-            await _deny(send, 429, message, "rate_limit_error", code="rate_limit_exceeded", extra=[_retry_after(wait)])
+            await _deny(
+                scope, send, 429, message, "rate_limit_error", code="rate_limit_exceeded", extra=[_retry_after(wait)]
+            )
             return
         token = _bearer(scope)
         key = self._keys.authenticate(token) if token else None
         if key is None:
             if limiter is not None:
                 limiter.auth_failed(client)
-            await _deny(send, 401, "invalid or missing API key", "authentication_error")
+            await _deny(scope, send, 401, "invalid or missing API key", "authentication_error")
             return
         template = route_template(self._routes, scope)
         state[ROUTE_STATE] = template
         if template is not None:
             if template not in ROUTE_SCOPES:
-                await _deny(send, 403, "this route has no declared scope and is refused", "permission_error")
+                await _deny(scope, send, 403, "this route has no declared scope and is refused", "permission_error")
                 return
             needed = ROUTE_SCOPES[template]
             if needed is not None and not key.allows(needed):
-                await _deny(send, 403, f"this API key lacks the '{needed.value}' scope", "permission_error")
+                await _deny(scope, send, 403, f"this API key lacks the '{needed.value}' scope", "permission_error")
                 return
         state[API_KEY_STATE] = key
         if limiter is None:
@@ -124,7 +143,7 @@ class AuthMiddleware:
         decision = limiter.admit(key.id)
         if not decision.allowed:
             extra = [_retry_after(decision.retry_after_s), *decision.headers]
-            await _deny(send, 429, decision.reason, "rate_limit_error", code="rate_limit_exceeded", extra=extra)
+            await _deny(scope, send, 429, decision.reason, "rate_limit_error", code="rate_limit_exceeded", extra=extra)
             return
         state[CHARGE_STATE] = lambda tokens: limiter.charge(key.id, tokens)
 

@@ -58,9 +58,40 @@ def envelope(message: str, type: str, param: str | None = None, code: str | None
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def error_response(error: APIError) -> JSONResponse:
-    body = envelope(error.message, error.type, error.param, error.code)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+# Each API family answers errors in its own shape, chosen by the path (OpenAI's is the default).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def is_ollama(path: str) -> bool:
+    return path.startswith("/api/") or path == "/"
+
+
+def is_anthropic(path: str) -> bool:
+    return path in ("/v1/messages", "/v1/messages/count_tokens")
+
+
+def error_body(path: str, error: APIError) -> dict[str, Any]:
+    """The error in the shape of the API family `path` belongs to: Ollama's {"error": message},
+    Anthropic's {"type": "error", "error": {"type", "message"}}, else OpenAI's envelope."""
+    if is_ollama(path):
+        return {"error": error.message}
+    if is_anthropic(path):
+        kind = _ANTHROPIC_TYPES.get(error.status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": error.message}}
+    return envelope(error.message, error.type, error.param, error.code)
+
+
+def error_response(error: APIError, path: str = "") -> JSONResponse:
+    return JSONResponse(error_body(path, error), status_code=error.status, headers=error.headers)
 
 
 def from_error(exc: MoltbotError) -> APIError:
@@ -135,42 +166,46 @@ def _validation_param(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)  # noqa: S101 - registered for this type only
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
-async def _on_engine_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_engine_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MoltbotError)  # noqa: S101 - registered for this type only
-    return error_response(from_error(exc))
+    return error_response(from_error(exc), request.url.path)
 
 
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     kind, message = _STATUS_TEXT.get(exc.status_code, ("invalid_request_error", "request failed"))
-    return error_response(APIError(exc.status_code, message, type=kind, headers=dict(exc.headers or {})))
+    error = APIError(exc.status_code, message, type=kind, headers=dict(exc.headers or {}))
+    return error_response(error, request.url.path)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
     errors = exc.errors()
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
-        return error_response(APIError(400, "the request body is not valid JSON", code="invalid_json"))
+        return error_response(
+            APIError(400, "the request body is not valid JSON", code="invalid_json"), request.url.path
+        )
     param = _validation_param(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid request"))
     text = f"invalid value for '{param}': {message}" if param else message
-    return error_response(APIError(400, text, param=param, code="invalid_value"))
+    return error_response(APIError(400, text, param=param, code="invalid_value"), request.url.path)
 
 
-async def _on_client_gone(_: Request, exc: Exception) -> JSONResponse:
+async def _on_client_gone(request: Request, exc: Exception) -> JSONResponse:
     """Nobody reads this reply: 499 (nginx's "client closed request") is what the access log records."""
-    return error_response(APIError(499, "the client closed the connection", code="client_closed_request"))
+    error = APIError(499, "the client closed the connection", code="client_closed_request")
+    return error_response(error, request.url.path)
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(APIError(500, "internal server error", type="server_error"))
+    return error_response(APIError(500, "internal server error", type="server_error"), request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -9,12 +9,14 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moltbot.gateway.errors import envelope
+from moltbot.gateway.errors import APIError, error_body
 
 
-async def _refuse(send: Send, status: int, message: str, code: str | None = None, *, close: bool = True) -> None:
+async def _refuse(
+    scope: Scope, send: Send, status: int, message: str, code: str | None = None, *, close: bool = True
+) -> None:
     """Answer with the error envelope; `close` when the body may not have been read (413, 431)."""
-    body = json.dumps(envelope(message, "invalid_request_error", code=code)).encode()
+    body = json.dumps(error_body(scope["path"], APIError(status, message, code=code))).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
@@ -133,14 +135,14 @@ class RequestLimitsMiddleware:
             return
         headers = scope["headers"]
         if len(headers) > self._max_headers or sum(len(k) + len(v) for k, v in headers) > self._max_header_bytes:
-            await _refuse(send, 431, "request headers are too large or too many")
+            await _refuse(scope, send, 431, "request headers are too large or too many")
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self._app(scope, receive, send)
             return
         declared = _declared_length(scope)
         if declared is not None and declared > self._max:
-            await _refuse(send, 413, f"request body exceeds the limit of {self._max} bytes")
+            await _refuse(scope, send, 413, f"request body exceeds the limit of {self._max} bytes")
             return
         chunks: list[bytes] = []
         size = 0
@@ -151,7 +153,7 @@ class RequestLimitsMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max:
-                await _refuse(send, 413, f"request body exceeds the limit of {self._max} bytes")
+                await _refuse(scope, send, 413, f"request body exceeds the limit of {self._max} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -166,7 +168,7 @@ class RequestLimitsMiddleware:
             else:
                 problem = body_problem(body, self._max_json_depth)
             if problem is not None:
-                await _refuse(send, 400, problem, "invalid_body", close=False)
+                await _refuse(scope, send, 400, problem, "invalid_body", close=False)
                 return
         await self._app(scope, _replay(body, receive), send)
 

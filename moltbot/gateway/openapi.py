@@ -1,5 +1,6 @@
-"""The OpenAPI document as the server really answers: errors are the OpenAI envelope with 400 (never
-FastAPI's 422), and every operation needs a bearer key but the open health checks."""
+"""The OpenAPI document as the server really answers: errors are each API family's envelope (OpenAI's,
+Ollama's, Anthropic's) with 400 (never FastAPI's 422), and every operation needs a key but the open
+health checks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from moltbot.gateway.auth import PUBLIC_PATHS
+from moltbot.gateway.errors import is_anthropic, is_ollama
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -24,6 +26,23 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "code": {"type": ["string", "null"]},
             },
         }
+    },
+}
+OLLAMA_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
     },
 }
 ERRORS = {
@@ -47,9 +66,18 @@ def install_openapi(app: FastAPI) -> None:
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
         schemas["ErrorResponse"] = ERROR_SCHEMA
+        schemas["OllamaErrorResponse"] = OLLAMA_ERROR_SCHEMA
+        schemas["AnthropicErrorResponse"] = ANTHROPIC_ERROR_SCHEMA
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
         for path, operations in schema.get("paths", {}).items():
+            name = (
+                "OllamaErrorResponse"
+                if is_ollama(path)
+                else "AnthropicErrorResponse"
+                if is_anthropic(path)
+                else "ErrorResponse"
+            )
+            error = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
                 responses.pop("422", None)

@@ -65,6 +65,10 @@ class Sampling:
     stop: tuple[str, ...] = ()
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    top_k: int | None = None  # engine default 40; 0 turns it off
+    min_p: float | None = None  # engine default 0.05
+    repeat_penalty: float | None = None  # engine default 1.0 (off)
+    context_limit: int | None = None  # use at most this much of the model's context (Ollama's num_ctx)
     logprobs: int | None = None  # alternatives per token to report; None: no log-probabilities
     logit_bias: Mapping[str, float] | None = None  # token id (as text) -> bias
     n: int = 1
@@ -122,6 +126,7 @@ class Choice:
     tool_calls: list[ToolCall] = field(default_factory=list)
     logprobs: tuple[TokenLogprob, ...] | None = None  # None when not asked for
     echo: str = ""  # completions: the prompt text the answer follows, when echoed (part of `text`)
+    stop_sequence: str = ""  # the request's stop string that ended the answer, if one did
 
 
 @dataclass(slots=True)
@@ -152,6 +157,7 @@ class ToolCallDelta:
 class Finish:
     index: int
     reason: str | None
+    stop_sequence: str = ""
 
 
 Event = TextDelta | ToolCallDelta | Finish
@@ -200,22 +206,26 @@ class ChatJob:
         """The choice of a whole answer."""
         logprobs = done.logprobs if self.params.logprobs is not None else None
         if self.tools is None:
-            return Choice(index, done.text, finish_reason(done.finish_reason), logprobs=logprobs)
+            finish = finish_reason(done.finish_reason)
+            return Choice(index, done.text, finish, logprobs=logprobs, stop_sequence=done.stop_sequence)
         content, calls = extract(self.prefill + done.text, self.tools.callable)
         if not calls:
             content = done.text  # no call after all: the answer as written (never the prefilled tag)
         if not self.tools.parallel:
             calls = calls[:1]
         finish = self.finish(done.finish_reason, called=bool(calls))
-        return Choice(index, content, finish, calls, logprobs)
+        return Choice(index, content, finish, calls, logprobs, stop_sequence=done.stop_sequence)
 
 
 class GenerationStream:
     """A started generation: its events as they come (a timeout or engine error raises), each choice's
     content so far, and the usage of the choices finished so far (also when the stream ends early)."""
 
-    def __init__(self, model: str, fingerprint: str, *, per_prompt: int = 1, dropped: int = 0) -> None:
+    def __init__(
+        self, model: str, fingerprint: str, *, per_prompt: int = 1, dropped: int = 0, prompt_tokens: int = 0
+    ) -> None:
         self.model = model
+        self.prompt_tokens = prompt_tokens  # of the (first) prompt, known before any token is generated
         self.fingerprint = fingerprint
         self.dropped = dropped
         self.texts: dict[int, list[str]] = {}
@@ -286,12 +296,17 @@ class GenerationService:
             message = f"{sampling.max_tokens_param} must be at most {limits.max_tokens_limit}"
             raise InvalidRequestError(message, param=sampling.max_tokens_param)
 
+    @staticmethod
+    def _context(worker: Worker, sampling: Sampling) -> int:
+        return min(worker.info.context_size, sampling.context_limit or worker.info.context_size)
+
     def _max_tokens(self, worker: Worker, prompt: Prompt, sampling: Sampling, prompt_param: str) -> int:
-        room = worker.info.context_size - len(prompt.tokens)
+        context = self._context(worker, sampling)
+        room = context - len(prompt.tokens)
         requested, param = sampling.max_tokens, sampling.max_tokens_param
         if room <= 0:
             raise ContextLengthError(
-                f"the prompt has {len(prompt.tokens)} tokens; the model's context is {worker.info.context_size}",
+                f"the prompt has {len(prompt.tokens)} tokens; the context is {context}",
                 param=prompt_param if requested is None else param,
             )
         if requested is None:
@@ -325,6 +340,15 @@ class GenerationService:
 
     def _params(self, worker: Worker, prompt: Prompt, sampling: Sampling, prompt_param: str) -> SamplingParams:
         """The one conversion from a request's sampling to the engine's, with the defaults above."""
+        engine: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("top_k", sampling.top_k),
+                ("min_p", sampling.min_p),
+                ("repeat_penalty", sampling.repeat_penalty),
+            )
+            if value is not None
+        }
         return SamplingParams(
             max_tokens=self._max_tokens(worker, prompt, sampling, prompt_param),
             temperature=DEFAULT_TEMPERATURE if sampling.temperature is None else sampling.temperature,
@@ -333,6 +357,7 @@ class GenerationService:
             stop=sampling.stop,
             presence_penalty=sampling.presence_penalty or 0.0,
             frequency_penalty=sampling.frequency_penalty or 0.0,
+            **engine,
             **self._token_options(worker, sampling),
         )
 
@@ -370,7 +395,7 @@ class GenerationService:
         size = sum(len(m.content) for m in req.messages)
         if req.truncate_history:
             reserve = req.sampling.max_tokens or min(self._settings.max_tokens_limit, HISTORY_RESERVE)
-            fitted = functools.partial(fit, render, req.messages, reserve, worker.info.context_size)
+            fitted = functools.partial(fit, render, req.messages, reserve, self._context(worker, req.sampling))
             prompt, dropped = await _off_loop_if_long(size, fitted)
         else:
             prompt, dropped = await _off_loop_if_long(size, render, req.messages), 0
@@ -397,7 +422,11 @@ class GenerationService:
         """Submit a prepared chat; admission errors raise here, before any event."""
         streams = [await _started(s) for s in job.worker.streams(job.prompt, job.params, job.n)]
         stream = GenerationStream(
-            job.worker.info.id, self.fingerprint(job.worker), per_prompt=job.n, dropped=job.dropped
+            job.worker.info.id,
+            self.fingerprint(job.worker),
+            per_prompt=job.n,
+            dropped=job.dropped,
+            prompt_tokens=len(job.prompt.tokens),
         )
         stream._events = _chat_events(job, streams, stream)  # noqa: SLF001 - its maker
         return stream
@@ -447,7 +476,9 @@ class GenerationService:
     async def complete_stream(self, req: TextRequest) -> GenerationStream:
         worker, jobs = await self._prepare_text(req)
         first = [await _started(s) for s in worker.streams(*jobs[0], req.sampling.n)]
-        stream = GenerationStream(worker.info.id, self.fingerprint(worker), per_prompt=req.sampling.n)
+        stream = GenerationStream(
+            worker.info.id, self.fingerprint(worker), per_prompt=req.sampling.n, prompt_tokens=len(jobs[0][0].tokens)
+        )
         stream._events = _text_events(worker, jobs, first, req, stream)  # noqa: SLF001 - its maker
         return stream
 
@@ -608,7 +639,8 @@ async def _chat_events(
             if splitter is not None:
                 for event in pieces(index, *splitter.finish()):
                     yield event
-            yield Finish(index, job.finish(chunk.finish_reason, called=bool(positions[index])))
+            finish = job.finish(chunk.finish_reason, called=bool(positions[index]))
+            yield Finish(index, finish, chunk.stop_sequence)
 
 
 async def _text_events(
@@ -630,4 +662,4 @@ async def _text_events(
                 yield TextDelta(job_index * n + j, chunk.text, chunk.logprobs)
             if chunk.finish_reason is not None:
                 out._finished(chunk)  # noqa: SLF001
-                yield Finish(job_index * n + j, finish_reason(chunk.finish_reason))
+                yield Finish(job_index * n + j, finish_reason(chunk.finish_reason), chunk.stop_sequence)

@@ -174,8 +174,11 @@ def test_an_embeddings_batch_whose_client_leaves_stops(server: Server) -> None:
         assert client.post("/v1/embeddings", json=body).status_code == 200
         whole = time.monotonic() - started
         mark = len(server.stderr())
-        in_flight = "moltbot_http_requests_in_flight"  # the scrape itself is one
-        left = _send_and_leave(server, "/v1/embeddings", body, lambda: server.metric(in_flight) >= 2)
+        # Started: admitted by the embedder's engine (a server-side count of this model's requests only).
+        admitted = "moltbot_engine_requests_in_flight"
+        left = _send_and_leave(
+            server, "/v1/embeddings", body, lambda: server.metric(admitted, model=EMBEDDING_MODEL) >= 1
+        )
         small = client.post("/v1/embeddings", json={"model": EMBEDDING_MODEL, "input": "hi"})
         waited = time.monotonic() - left
     assert small.status_code == 200

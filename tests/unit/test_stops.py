@@ -46,3 +46,11 @@ def test_nothing_after_stop() -> None:
     matcher = StopMatcher(["x"])
     matcher.feed("axb")
     assert matcher.feed("more") == ""
+
+
+def test_the_stop_that_was_hit_is_named() -> None:
+    matcher = StopMatcher(["END", "STOP"])
+    assert matcher.feed("one ST") == "one "
+    assert matcher.matched == ""
+    assert matcher.feed("OP two END") == ""
+    assert matcher.stopped and matcher.matched == "STOP"
