@@ -46,6 +46,7 @@ from moltbot.gateway.routes import (
     model_admin,
     models,
     ollama,
+    responses,
     sessions,
 )
 from moltbot.gateway.serving import OpenAIServing
@@ -60,12 +61,14 @@ from moltbot.monitor.rules import load_rules
 from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
 from moltbot.services.generation import GenerationService
+from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
 from moltbot.settings import Runtime
 from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import KeyStore, Scope
+from moltbot.storage.responses import ResponseRepository
 from moltbot.storage.sessions import SessionRepository
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class Services:
     store: ModelStore
     metrics: Metrics
     monitor: Monitor | None
+    responses: ResponseRepository
 
 
 class VaultSealer:
@@ -181,7 +185,8 @@ def build_services(runtime: Runtime) -> Services:
         )
         metrics.add_collector(AlertCollector(monitor.active))
     session_store = SessionRepository(database, vault)
-    return Services(runtime, keys, AuditLog(database), vault, session_store, models, store, metrics, monitor)
+    responses = ResponseRepository(database, vault)
+    return Services(runtime, keys, AuditLog(database), vault, session_store, models, store, metrics, monitor, responses)
 
 
 def ensure_admin_key(services: Services) -> str | None:
@@ -265,6 +270,7 @@ def create_app(services: Services) -> FastAPI:
         settings=services.runtime.settings,
         generation=generation,
         sessions=SessionService(services.sessions, generation),
+        responses=ResponseService(services.responses),
         openai=OpenAIServing(generation),
         models=services.models,
         keys=services.keys,
@@ -275,7 +281,20 @@ def create_app(services: Services) -> FastAPI:
     install_gateway(app, gateway)
     install_error_handlers(app)
     install_openapi(app)
-    modules = (health, models, chat, completions, embeddings, metrics, admin, model_admin, sessions, ollama, anthropic)
+    modules = (
+        health,
+        models,
+        chat,
+        completions,
+        embeddings,
+        metrics,
+        admin,
+        model_admin,
+        sessions,
+        ollama,
+        anthropic,
+        responses,
+    )
     for module in modules:
         app.include_router(module.router)
     # FastAPI keeps included routers as opaque entries: match against the routers' own routes.

@@ -47,6 +47,10 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/sessions/{session_id}": KeyScope.SESSIONS,
     "/v1/sessions/{session_id}/export": KeyScope.SESSIONS,
     "/v1/sessions/{session_id}/messages": KeyScope.SESSIONS,
+    # OpenAI's Responses API
+    "/v1/responses": KeyScope.CHAT,
+    "/v1/responses/{response_id}": KeyScope.CHAT,
+    "/v1/responses/{response_id}/input_items": KeyScope.CHAT,
     # Ollama's API
     "/api/chat": KeyScope.CHAT,
     "/api/generate": KeyScope.CHAT,

@@ -16,6 +16,7 @@ from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager
 from moltbot.monitor.service import Monitor
 from moltbot.services.generation import GenerationService
+from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
 from moltbot.settings import Settings
 from moltbot.storage.audit import AuditLog
@@ -29,6 +30,7 @@ class Gateway:
     settings: Settings
     generation: GenerationService
     sessions: SessionService
+    responses: ResponseService
     openai: OpenAIServing
     models: ModelManager
     keys: KeyStore
@@ -55,6 +57,10 @@ def _generation(request: Request) -> GenerationService:
 
 def _sessions(request: Request) -> SessionService:
     return _gateway(request).sessions
+
+
+def _responses(request: Request) -> ResponseService:
+    return _gateway(request).responses
 
 
 def _settings(request: Request) -> Settings:
@@ -84,6 +90,7 @@ def _monitor(request: Request) -> Monitor | None:
 Serving = Annotated[OpenAIServing, Depends(_serving)]
 Generation = Annotated[GenerationService, Depends(_generation)]
 Sessions = Annotated[SessionService, Depends(_sessions)]
+Responses = Annotated[ResponseService, Depends(_responses)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 Models = Annotated[ModelManager, Depends(_models)]
 Keys = Annotated[KeyStore, Depends(_keys)]

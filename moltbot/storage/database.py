@@ -12,6 +12,9 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+
+from moltbot.storage.errors import StorageBusyError, StorageFullError
 
 HEAD = "head"
 _BEGIN_MODE = "moltbot_sqlite_begin"
@@ -79,3 +82,22 @@ def open_database(path: Path, url: str | None = None) -> Engine:
     engine = create_database_engine(url, path)
     migrate(engine)
     return engine
+
+
+def _full(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "disk is full" in text or "no space left" in text or "could not extend file" in text
+
+
+@contextmanager
+def guarded_writing(engine: Engine) -> Iterator[Connection]:
+    """`writing`, with a full disk as StorageFullError and a lock held too long as StorageBusyError."""
+    try:
+        with writing(engine) as conn:
+            yield conn
+    except OperationalError as exc:
+        if _full(exc):
+            raise StorageFullError("the data directory's disk is full") from None
+        if "locked" in str(exc.orig).lower():
+            raise StorageBusyError("the database is busy") from None
+        raise

@@ -81,9 +81,27 @@ messages = Table(
     Index("ix_messages_session_seq", "session_id", "seq", unique=True),
 )
 
+# Stored Responses API responses (OpenAI's /v1/responses with `store`), owner-scoped. `document` is the
+# response object and `input` its input items, both JSON sealed with AES-256-GCM; `previous_id` chains
+# a conversation (no foreign key: a deleted response breaks the chains through it, as OpenAI's do).
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("previous_id", String(40), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("document", LargeBinary, nullable=False),
+    Column("input", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_responses_owner_created", "key_id", "created_at"),
+)
+
 # Columns holding AES-256-GCM ciphertexts (storage/crypto.py): (table, id column, columns). A data-key
 # rotation re-encrypts each.
 ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
     (sessions, "id", ("title", "meta", "system_prompt")),
     (messages, "id", ("content",)),
+    (responses, "id", ("document", "input")),
 ]

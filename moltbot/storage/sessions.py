@@ -7,37 +7,15 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import OperationalError
 
 from moltbot.storage.crypto import Vault
-from moltbot.storage.database import writing
-from moltbot.storage.errors import StorageBusyError, StorageFullError
+from moltbot.storage.database import guarded_writing as _writing
 from moltbot.storage.schema import messages, sessions
-
-
-def _full(exc: BaseException) -> bool:
-    text = str(getattr(exc, "orig", exc)).lower()
-    return "disk is full" in text or "no space left" in text or "could not extend file" in text
-
-
-@contextmanager
-def _writing(engine: Engine) -> Iterator[Connection]:
-    """A write transaction; a full disk becomes StorageFullError, a lock held too long StorageBusyError."""
-    try:
-        with writing(engine) as conn:
-            yield conn
-    except OperationalError as exc:
-        if _full(exc):
-            raise StorageFullError("the data directory's disk is full") from None
-        if "locked" in str(exc.orig).lower():
-            raise StorageBusyError("the database is busy") from None
-        raise
 
 
 @dataclass(slots=True, frozen=True)

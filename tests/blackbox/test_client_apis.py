@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import httpx
 import ollama
+import openai
 import pytest
 
 from moltbot.models.bundled import QWEN_1_5B
@@ -298,3 +299,133 @@ def test_anthropic_errors_in_anthropics_envelope(server: Server, claude: anthrop
         "thinking": {"type": "enabled", "budget_tokens": 1024},
     }
     assert _raw(server, "POST", "/v1/messages", thinking, **key).status_code == 400
+
+
+# -- OpenAI's Responses API ----------------------------------------------------------------------
+
+RESPONSES_WEATHER: Any = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "parameters": WEATHER_SCHEMA,
+}
+
+
+@pytest.fixture(scope="module")
+def oai(server: Server) -> Iterator[openai.OpenAI]:
+    http = openai.DefaultHttpxClient(verify=server.verify, timeout=300)
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.admin_key, max_retries=0, http_client=http)
+    yield client
+    client.close()
+
+
+def _other_key(server: Server) -> str:
+    with server.client() as admin:
+        created = admin.post("/v1/admin/keys", json={"name": "other", "scopes": ["chat"]})
+    assert created.status_code == 201, created.text
+    return str(created.json()["token"])
+
+
+def test_responses_create_retrieve_delete(oai: openai.OpenAI) -> None:
+    response = oai.responses.create(
+        model=MODEL,
+        instructions="Whatever the user says, answer with the single word PINEAPPLE.",
+        input="What is your favourite fruit?",
+        temperature=0,
+    )
+    assert response.id.startswith("resp_") and response.status == "completed"
+    assert "PINEAPPLE" in response.output_text.upper()
+    assert response.usage is not None and response.usage.input_tokens > 10 and response.usage.output_tokens > 0
+    again = oai.responses.retrieve(response.id)
+    assert again.output_text == response.output_text and again.instructions == response.instructions
+    items = oai.responses.input_items.list(response.id)
+    assert [(i.type, i.role) for i in items.data] == [("message", "user")]  # type: ignore[union-attr]
+    oai.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.retrieve(response.id)
+    unstored = oai.responses.create(model=MODEL, input="Say hi.", store=False, max_output_tokens=5)
+    assert unstored.status in ("completed", "incomplete")
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.retrieve(unstored.id)
+
+
+def test_responses_stream_in_the_documented_order(oai: openai.OpenAI) -> None:
+    events = list(oai.responses.create(model=MODEL, input="Count from 1 to 5.", stream=True, temperature=0))
+    kinds = [e.type for e in events]
+    assert kinds[:5] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response  # type: ignore[union-attr]
+    assert "3" in deltas and final.output_text == deltas
+    with oai.responses.stream(model=MODEL, input="Say hello.", temperature=0, max_output_tokens=20) as stream:
+        streamed = stream.get_final_response()
+    assert streamed.output_text and oai.responses.retrieve(streamed.id).output_text == streamed.output_text
+
+
+def test_responses_function_call_round_trip(oai: openai.OpenAI) -> None:
+    first = oai.responses.create(
+        model=MODEL,
+        input="What is the weather in Paris?",
+        tools=[RESPONSES_WEATHER],
+        tool_choice="required",
+        temperature=0,
+    )
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Paris"}
+    final = oai.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        instructions=SYSTEM,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": REPORT}],
+        tools=[RESPONSES_WEATHER],
+        temperature=0,
+    )
+    assert "18" in final.output_text or "sunny" in final.output_text.lower()
+
+
+def test_responses_previous_response_id_across_three_turns(server: Server, oai: openai.OpenAI) -> None:
+    first = oai.responses.create(model=MODEL, input="My name is Zorblax. Just say OK.", temperature=0)
+    second = oai.responses.create(
+        model=MODEL, previous_response_id=first.id, input="My favourite colour is teal. Just say OK.", temperature=0
+    )
+    third = oai.responses.create(
+        model=MODEL, previous_response_id=second.id, input="What are my name and my favourite colour?", temperature=0
+    )
+    assert "zorblax" in third.output_text.lower() and "teal" in third.output_text.lower()
+    assert third.usage is not None and third.usage.input_tokens_details.cached_tokens > 0  # earlier turns reused
+    assert len(oai.responses.input_items.list(third.id).data) == 1
+    # Another key sees none of it.
+    http = openai.DefaultHttpxClient(verify=server.verify, timeout=60)
+    other = openai.OpenAI(base_url=server.base_url, api_key=_other_key(server), max_retries=0, http_client=http)
+    with other:
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(third.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model=MODEL, previous_response_id=third.id, input="and now?")
+        with pytest.raises(openai.NotFoundError):
+            other.responses.delete(third.id)
+    assert oai.responses.retrieve(third.id).id == third.id
+
+
+def test_responses_refusals(oai: openai.OpenAI) -> None:
+    image: Any = [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.invalid/x.png"}]}]
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model=MODEL, input=image)
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model=MODEL, input="hi", tools=[{"type": "web_search"}])
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.create(model=MODEL, input="hi", previous_response_id="resp_000000000000000000000000")
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model=MODEL, input="hi", max_output_tokens=10**9)

@@ -23,7 +23,13 @@ from moltbot.resources import detect
 from moltbot.settings import Settings, resolve
 from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, log_records, running_server
 
-PARAMS = {"model_id": CHAT_MODEL, "key_id": "0123456789ab", "session_id": "sess_" + "0" * 24, "name": CHAT_MODEL}
+PARAMS = {
+    "model_id": CHAT_MODEL,
+    "key_id": "0123456789ab",
+    "session_id": "sess_" + "0" * 24,
+    "response_id": "resp_" + "0" * 24,
+    "name": CHAT_MODEL,
+}
 
 
 @pytest.fixture(scope="module")

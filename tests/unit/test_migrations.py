@@ -14,7 +14,7 @@ from moltbot.storage.database import create_database_engine, downgrade, migrate,
 from moltbot.storage.keys import KeyStore, Scope
 from tests.helpers import postgres_server
 
-TABLES = {"api_keys", "audit_log", "data_keys", "sessions", "messages"}
+TABLES = {"api_keys", "audit_log", "data_keys", "sessions", "messages", "responses"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def check_up_down_up(url: str | None, path: Path) -> None:
     migrate(engine)
     assert set(inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     engine.dispose()
 
 
