@@ -48,6 +48,7 @@ from moltbot.gateway.routes import (
     ollama,
     responses,
     sessions,
+    ui,
 )
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.bundled import BY_ID as BUNDLED
@@ -294,6 +295,7 @@ def create_app(services: Services) -> FastAPI:
         ollama,
         anthropic,
         responses,
+        ui,
     )
     for module in modules:
         app.include_router(module.router)

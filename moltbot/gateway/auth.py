@@ -19,7 +19,8 @@ from moltbot.gateway.ratelimit import RateLimiter
 from moltbot.storage.keys import KeyStore
 from moltbot.storage.keys import Scope as KeyScope
 
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/"})  # "/": HEAD only, Ollama's liveness probe
+# "/": Ollama's liveness probe (HEAD) and a redirect to the chat page; /ui*: the page's static files.
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/", "/ui", "/ui/app.js", "/ui/app.css", "/favicon.ico"})
 ANY_SCOPE: Final = None
 API_KEY_STATE: Final = "api_key"
 ROUTE_STATE: Final = "route"

@@ -89,7 +89,8 @@ class ObserveMiddleware:
                     timing += f", engine;dur={engine * 1000:.3f}"
                 headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
                 headers += [(b"x-request-id", request_id.encode()), (b"server-timing", timing.encode())]
-                headers += self._security_headers
+                own = {name for name, _ in headers}  # a route's own policy (the chat page's CSP) wins
+                headers += [header for header in self._security_headers if header[0] not in own]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -1,0 +1,53 @@
+"""The browser chat page: three static files shipped in the package (no CDN, nothing fetched at run
+time), open without a key (the page asks for one and keeps it in sessionStorage), served under a strict
+Content-Security-Policy: scripts and styles from this origin only, no inline script, no framing."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse, Response
+
+router = APIRouter()
+FILES = {
+    "/ui": ("index.html", "text/html; charset=utf-8"),
+    "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/ui/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+HEADERS = {"Content-Security-Policy": CSP}  # the other security headers are every response's (observe.py)
+_CONTENT = {path: (resources.files("moltbot.gateway") / "ui" / name).read_bytes() for path, (name, _) in FILES.items()}
+
+
+def _serve(path: str) -> Response:
+    return Response(_CONTENT[path], media_type=FILES[path][1], headers=HEADERS)
+
+
+@router.get("/ui", include_in_schema=False)
+async def page() -> Response:
+    return _serve("/ui")
+
+
+@router.get("/ui/app.js", include_in_schema=False)
+async def script() -> Response:
+    return _serve("/ui/app.js")
+
+
+@router.get("/ui/app.css", include_in_schema=False)
+async def style() -> Response:
+    return _serve("/ui/app.css")
+
+
+@router.get("/", include_in_schema=False)
+async def home() -> Response:
+    return RedirectResponse("/ui", status_code=307, headers=HEADERS)
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    """No icon (browsers ask for one on every page)."""
+    return Response(status_code=204)
