@@ -61,6 +61,8 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/api/ps": KeyScope.MODELS_READ,
     "/api/show": KeyScope.MODELS_READ,
     "/api/version": ANY_SCOPE,
+    "/api/pull": KeyScope.MODELS_WRITE,
+    "/api/delete": KeyScope.MODELS_WRITE,
     # Anthropic's Messages API
     "/v1/messages": KeyScope.CHAT,
     "/v1/messages/count_tokens": KeyScope.CHAT,

@@ -360,6 +360,17 @@ class ModelManager:
             return "its smoke test failed with an internal error"
         return ""
 
+    async def unload(self, name: str) -> bool:
+        """Stop serving `name`: new requests get 404, requests under way finish (up to the drain timeout),
+        then its version is closed and unpinned. False if it was not loaded."""
+        with self._lock:
+            entry = self._entries.pop(name, None)
+        if entry is None:
+            return False
+        entry.state = LoadState.DRAINING
+        await asyncio.to_thread(self._drain_and_close, entry)
+        return True
+
     def _retire(self, entry: ModelEntry) -> None:
         entry.state = LoadState.DRAINING
         with self._lock:

@@ -21,6 +21,7 @@ from moltbot.gateway.auth import PUBLIC_PATHS, ROUTE_SCOPES
 from moltbot.gateway.errors import is_anthropic, is_ollama
 from moltbot.resources import detect
 from moltbot.settings import Settings, resolve
+from moltbot.storage.keys import Scope
 from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, log_records, running_server
 
 PARAMS = {
@@ -77,15 +78,22 @@ def _error(path: str, response: httpx.Response) -> tuple[str, str]:
 def test_every_route_denies_without_a_key_and_without_its_scope(guarded: Server, tmp_path: Path) -> None:
     routes = app_routes(tmp_path)
     assert {r.path for r in routes} >= set(ROUTE_SCOPES) | PUBLIC_PATHS
-    unrelated = create_key(guarded.data_dir, "models:write", name="no-such-route-scope")
+    # A key with one scope, and for the routes that need exactly that scope a key with another.
+    unrelated = create_key(guarded.data_dir, "models:write", name="one-scope")
+    other = create_key(guarded.data_dir, "metrics", name="another-scope")
     time.sleep(1.2)
     checked = 0
-    with guarded.client(unrelated) as with_key, httpx.Client(base_url=guarded.url, verify=guarded.verify) as no_key:
+    with (
+        guarded.client(unrelated) as with_key,
+        guarded.client(other) as with_other,
+        httpx.Client(base_url=guarded.url, verify=guarded.verify) as no_key,
+    ):
         for route in routes:
             path = route.path.format(**PARAMS)
+            wrong = with_other if ROUTE_SCOPES.get(route.path) is Scope.MODELS_WRITE else with_key
             for method in sorted((route.methods or set()) - {"HEAD"}):
                 anonymous = no_key.request(method, path, json={})
-                scoped = with_key.request(method, path, json={})
+                scoped = wrong.request(method, path, json={})
                 if route.path in PUBLIC_PATHS:
                     assert anonymous.status_code in (200, 204, 307, 503), route.path  # 307: "/" to the chat page
                     continue

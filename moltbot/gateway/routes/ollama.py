@@ -5,12 +5,14 @@ Sampling follows Ollama's documented defaults where a request leaves them unset 
 top_k 40, top_p 0.9, min_p 0, repeat_penalty 1.1); `num_predict` -1 or -2 is the room left in the
 context; `num_ctx` caps the context a request may use (a larger value is the model's loaded context:
 models are loaded once, with the context the server's settings give them). `keep_alive` is accepted and
-has no effect: every configured model stays loaded. Not here yet: /api/pull, /api/delete, /api/create,
-/api/copy, /api/push (the model repository is managed with `moltbot models` and the admin API).
+has no effect: every configured model stays loaded. /api/pull takes packages from OCI registries
+(`host/repository:tag`), never from ollama.com. Not here: /api/create, /api/copy, /api/push (the
+model repository is managed with `moltbot models` and the admin API).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -27,11 +29,13 @@ from moltbot.engine.backend import Worker
 from moltbot.engine.types import ChatMessage, ModelKind, Role, ToolCall
 from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.gateway.auth import charge_tokens
-from moltbot.gateway.deps import Generation, Models
+from moltbot.gateway.deps import CurrentSettings, Generation, Models
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.errors import APIError, error_body, from_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.models.manager import ModelManager
+from moltbot.models.registry import Reference, RegistryAuth, Transfer, pull
+from moltbot.models.store import ModelStore
 from moltbot.services.generation import (
     ChatRequest,
     Finish,
@@ -43,6 +47,7 @@ from moltbot.services.generation import (
     ToolCallDelta,
 )
 from moltbot.services.tools import call_id
+from moltbot.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -565,4 +570,122 @@ async def version() -> dict[str, Any]:
 @router.head("/", include_in_schema=False)
 async def alive() -> Response:
     """Ollama's clients probe `HEAD /` to see that the server is up."""
+    return Response(status_code=200)
+
+
+# -- the model repository ------------------------------------------------------------------------
+
+
+class PullBody(BaseModel):
+    model_config = _LAX
+    model: str | None = Field(default=None, max_length=512)
+    name: str | None = Field(default=None, max_length=512)  # the older field
+    insecure: bool = False
+    stream: bool = True
+
+
+class DeleteBody(BaseModel):
+    model_config = _LAX
+    model: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+
+
+def _registry_auth(settings: Settings, reference: Reference, insecure: bool) -> RegistryAuth:
+    hosts = settings.registry_insecure_hosts
+    if insecure and reference.host not in hosts:
+        message = "insecure pulls are allowed only from hosts listed in MOLTBOT_REGISTRY_INSECURE"
+        raise APIError(400, message, param="insecure")
+    password = settings.registry_password.get_secret_value()
+    return RegistryAuth(settings.registry_username, password, settings.registry_ca_file, hosts)
+
+
+class _Pull:
+    """One pull on a worker thread, its progress handed to the event loop as Ollama's status objects."""
+
+    def __init__(self, store: ModelStore, text: str, auth: RegistryAuth) -> None:
+        self._store, self._text, self._auth = store, text, auth
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def _report(self, item: dict[str, Any]) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def _progress(self, total: int, _layers: int) -> Callable[[int], None]:
+        """Told the bytes the store lacks (0 when every layer is already there: a delta pull moves none)."""
+        done, last = 0, 0.0
+        self._report({"status": "pulling layers", "digest": self._text, "total": total, "completed": 0})
+
+        def moved(count: int) -> None:
+            nonlocal done, last
+            done += count
+            if time.monotonic() - last >= 0.2 or done >= total:  # at most five lines a second
+                last = time.monotonic()
+                self._report({"status": "pulling layers", "digest": self._text, "total": total, "completed": done})
+
+        return moved
+
+    def _run(self) -> Transfer:
+        self._report({"status": "pulling manifest"})
+        return pull(self._store, self._text, self._auth, progress=self._progress, activate=True)
+
+    async def steps(self, models: ModelManager) -> AsyncIterator[dict[str, Any]]:
+        task = asyncio.ensure_future(asyncio.to_thread(self._run))
+        while not task.done() or not self._queue.empty():
+            getter = asyncio.ensure_future(self._queue.get())
+            finished, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in finished:
+                yield getter.result()
+            else:
+                getter.cancel()
+        version = task.result().version  # raises the pull's error
+        assert version is not None  # noqa: S101 - a pull installs a version
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        await models.deploy(version.name, version.number)  # served from now on
+        yield {"status": "success"}
+
+
+@router.post("/api/pull")
+async def pull_model(body: PullBody, request: Request, models: Models, settings: CurrentSettings) -> Response:
+    """Pull a model package from an OCI registry (`host/repository:tag`; never from ollama.com) into the
+    store and serve it, reporting progress as Ollama does: pulling manifest, the layers' bytes,
+    verifying, writing manifest, success."""
+    text = body.model or body.name
+    if not text:
+        raise APIError(400, "model is required", param="model")
+    reference = Reference.parse(text)  # a name without a registry host is a 400 that says so
+    auth = _registry_auth(settings, reference, body.insecure)
+    if models.store is None:
+        raise APIError(409, "this server has no model store", param="model")
+    steps = _Pull(models.store, text, auth).steps(models)
+    if body.stream:
+
+        async def lines() -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for item in steps:
+                    yield item
+            except Exception as exc:  # noqa: BLE001 - the stream's last line says what went wrong
+                yield _error_line(exc, request.url.path)
+
+        return StreamingResponse(_lines(lines()), media_type=_NDJSON)
+    last: dict[str, Any] = {}
+    async for item in steps:
+        last = item
+    return JSONResponse(last)
+
+
+@router.delete("/api/delete")
+async def delete_model(body: DeleteBody, models: Models) -> Response:
+    """Stop serving a model (requests under way finish) and remove every version of it from the store.
+    A shipped model is placed in the store again at the next start unless MOLTBOT_BUNDLED_MODELS=false."""
+    name = body.model or body.name
+    if not name:
+        raise APIError(400, "model is required", param="model")
+    store = models.store
+    if store is None:
+        raise APIError(409, "this server has no model store", param="model")
+    if not await asyncio.to_thread(store.versions, name):
+        raise APIError(404, f"model '{name}' not found", param="model")
+    await models.unload(name)
+    await asyncio.to_thread(store.remove, name)
     return Response(status_code=200)
