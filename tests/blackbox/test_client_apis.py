@@ -194,6 +194,46 @@ def test_ollama_refusals_in_ollamas_shape(server: Server, olla: ollama.Client) -
     assert _raw(server, "GET", "/api/version", **key).json()["version"]
 
 
+FINAL_FIELDS = {
+    "model",
+    "created_at",
+    "done",
+    "done_reason",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+}
+DETAILS_FIELDS = {"parent_model", "format", "family", "families", "parameter_size", "quantization_level"}
+
+
+def test_ollama_shapes_hold_the_documented_fields(server: Server) -> None:
+    """The field lists of Ollama's API documentation, on raw HTTP."""
+    key = {"Authorization": f"Bearer {server.admin_key}"}
+    ask = {"model": MODEL, "stream": False, "options": {"num_predict": 3}}
+    generated = _raw(server, "POST", "/api/generate", {**ask, "prompt": "Hi"}, **key).json()
+    assert set(generated) >= FINAL_FIELDS | {"response"} and generated["done"] is True
+    chatted = _raw(server, "POST", "/api/chat", {**ask, "messages": [{"role": "user", "content": "Hi"}]}, **key).json()
+    assert set(chatted) >= FINAL_FIELDS | {"message"} and set(chatted["message"]) >= {"role", "content"}
+    assert all(isinstance(chatted[f], int) for f in FINAL_FIELDS if f.endswith(("duration", "count")))
+    streamed = _raw(server, "POST", "/api/generate", {**ask, "stream": True, "prompt": "Hi"}, **key)
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert all(set(line) == {"model", "created_at", "response", "done"} for line in lines[:-1])
+    assert set(lines[-1]) >= FINAL_FIELDS
+    for model in _raw(server, "GET", "/api/tags", **key).json()["models"]:
+        assert set(model) == {"name", "model", "modified_at", "size", "digest", "details"}
+        assert set(model["details"]) == DETAILS_FIELDS
+    for model in _raw(server, "GET", "/api/ps", **key).json()["models"]:
+        assert set(model) >= {"name", "model", "size", "digest", "details", "expires_at", "size_vram"}
+    shown = _raw(server, "POST", "/api/show", {"model": MODEL}, **key).json()
+    assert set(shown) >= {"license", "modelfile", "parameters", "template", "details", "model_info", "capabilities"}
+    embedded = _raw(server, "POST", "/api/embed", {"model": EMBEDDING_MODEL, "input": "hi"}, **key).json()
+    assert set(embedded) == {"model", "embeddings", "total_duration", "load_duration", "prompt_eval_count"}
+
+
 def test_ollama_loads_a_model_when_asked_with_no_messages(server: Server) -> None:
     key = {"Authorization": f"Bearer {server.admin_key}"}
     reply = _raw(server, "POST", "/api/chat", {"model": MODEL, "messages": []}, **key).json()
