@@ -147,6 +147,17 @@ def from_error(exc: MoltbotError) -> APIError:
     return APIError(500, "internal error in the engine", type="server_error")
 
 
+def stream_error(exc: Exception) -> APIError:
+    """An error met mid-stream (the status is already on the wire), as the error its last event tells;
+    anything unnamed is logged and told as an internal error."""
+    if isinstance(exc, MoltbotError):
+        return from_error(exc)
+    if isinstance(exc, APIError):
+        return exc
+    log.error("stream failed", exc_info=exc)
+    return APIError(500, "internal server error", type="server_error")
+
+
 _STATUS_TEXT = {
     401: ("authentication_error", "invalid or missing API key"),
     403: ("permission_error", "this API key lacks the scope for this route"),

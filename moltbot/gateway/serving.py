@@ -4,7 +4,6 @@ events into OpenAI's JSON and server-sent events. No generation logic lives here
 from __future__ import annotations
 
 import base64
-import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,8 +15,7 @@ import numpy as np
 from moltbot.engine.backend import Worker
 from moltbot.engine.logprobs import TokenLogprob, TopLogprob
 from moltbot.engine.types import ChatMessage, Role, ToolCall
-from moltbot.errors import MoltbotError
-from moltbot.gateway.errors import APIError, envelope, from_error
+from moltbot.gateway.errors import APIError, envelope, stream_error
 from moltbot.gateway.schemas import (
     ChatCompletionRequest,
     ChatMessageIn,
@@ -45,7 +43,6 @@ from moltbot.services.generation import (
     Usage,
 )
 
-log = logging.getLogger(__name__)
 UsageHook = Callable[[int], None]  # told the total tokens a streamed reply used
 _ROLES = {
     "system": Role.SYSTEM,
@@ -250,13 +247,7 @@ def report_usage(on_usage: UsageHook | None, used: Usage) -> None:
 
 def error_event(exc: Exception) -> bytes:
     """An error met mid-stream, sent as a final event."""
-    if isinstance(exc, MoltbotError):
-        error = from_error(exc)
-    elif isinstance(exc, APIError):
-        error = exc
-    else:
-        log.error("stream failed", exc_info=exc)
-        error = APIError(500, "internal server error", type="server_error")
+    error = stream_error(exc)
     return sse(envelope(error.message, error.type, error.param, error.code))
 
 

@@ -8,7 +8,6 @@ Not supported, and refused with a 400: image and document blocks, extended think
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal
@@ -18,11 +17,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from moltbot.engine.types import ChatMessage, Role, ToolCall
-from moltbot.errors import MoltbotError
 from moltbot.gateway.auth import charge_tokens
 from moltbot.gateway.deps import Generation
 from moltbot.gateway.disconnect import unless_disconnected
-from moltbot.gateway.errors import APIError, error_body, from_error
+from moltbot.gateway.errors import APIError, error_body, stream_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.services.generation import (
     ChatRequest,
@@ -35,7 +33,6 @@ from moltbot.services.generation import (
     Usage,
 )
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 _LAX = ConfigDict(extra="ignore")
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
@@ -308,12 +305,8 @@ async def _events(stream: GenerationStream, path: str, charge: Any) -> AsyncIter
             {"delta": {"stop_reason": stop, "stop_sequence": matched or None}, "usage": _usage(stream.usage())},
         )
         yield _sse("message_stop", {})
-    except Exception as exc:
-        if isinstance(exc, MoltbotError):
-            error = from_error(exc)
-        else:
-            log.error("stream failed", exc_info=exc)
-            error = APIError(500, "internal server error", type="server_error")
+    except Exception as exc:  # noqa: BLE001 - the status is on the wire: the last event says it
+        error = stream_error(exc)
         body = error_body(path, error)
         yield f"event: error\ndata: {json.dumps(body)}\n\n".encode()
     finally:

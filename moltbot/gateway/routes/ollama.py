@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -27,11 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from moltbot import __version__
 from moltbot.engine.backend import Worker
 from moltbot.engine.types import ChatMessage, ModelKind, Role, ToolCall
-from moltbot.errors import InvalidRequestError, MoltbotError
+from moltbot.errors import InvalidRequestError
 from moltbot.gateway.auth import charge_tokens
 from moltbot.gateway.deps import CurrentSettings, Generation, Models
 from moltbot.gateway.disconnect import unless_disconnected
-from moltbot.gateway.errors import APIError, error_body, from_error
+from moltbot.gateway.errors import APIError, error_body, stream_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.models.manager import ModelManager
 from moltbot.models.registry import Reference, RegistryAuth, Transfer, pull
@@ -49,7 +48,6 @@ from moltbot.services.generation import (
 from moltbot.services.tools import call_id
 from moltbot.settings import Settings
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 # The Ollama API level these routes implement (clients compare it to decide what to send).
 OLLAMA_API_VERSION = "0.12.0"
@@ -289,14 +287,7 @@ async def _pieces(
 
 
 def _error_line(exc: Exception, path: str) -> dict[str, Any]:
-    if isinstance(exc, MoltbotError):
-        error = from_error(exc)
-    elif isinstance(exc, APIError):
-        error = exc
-    else:
-        log.error("stream failed", exc_info=exc)
-        error = APIError(500, "internal server error", type="server_error")
-    return error_body(path, error)
+    return error_body(path, stream_error(exc))
 
 
 async def _answer(

@@ -10,7 +10,6 @@ Refused with a 400: image, file and audio inputs, built-in tools (web search, fi
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -21,11 +20,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from moltbot.engine.types import ChatMessage, Role, ToolCall
-from moltbot.errors import MoltbotError
 from moltbot.gateway.auth import API_KEY_STATE, charge_tokens
 from moltbot.gateway.deps import Generation, Responses
 from moltbot.gateway.disconnect import unless_disconnected
-from moltbot.gateway.errors import APIError, from_error
+from moltbot.gateway.errors import APIError, stream_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
 from moltbot.services.generation import (
     ChatRequest,
@@ -38,7 +36,6 @@ from moltbot.services.generation import (
     Usage,
 )
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 _LAX = ConfigDict(extra="ignore")
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.SYSTEM}
@@ -450,12 +447,8 @@ async def _events(stream: GenerationStream, document: Any, keep: Any, charge: An
         final = document(status, writer.output, stream.usage())
         await keep(final)
         yield writer.event(f"response.{status}", {"response": final})
-    except Exception as exc:
-        if isinstance(exc, MoltbotError):
-            error = from_error(exc)
-        else:
-            log.error("stream failed", exc_info=exc)
-            error = APIError(500, "internal server error", type="server_error")
+    except Exception as exc:  # noqa: BLE001 - the status is on the wire: the last event says it
+        error = stream_error(exc)
         yield writer.event("error", {"code": error.code, "message": error.message, "param": error.param})
     finally:
         used = stream.usage().total_tokens
