@@ -32,6 +32,7 @@ from moltbot.gateway.deps import CurrentSettings, Generation, Models
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.errors import APIError, error_body, stream_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
+from moltbot.models.bundled import BY_ID as BUNDLED
 from moltbot.models.manager import ModelManager
 from moltbot.models.registry import Reference, RegistryAuth, Transfer, pull
 from moltbot.models.store import ModelStore
@@ -520,7 +521,6 @@ async def show(body: ShowBody, generation: Generation) -> dict[str, Any]:
     arch = info.metadata.get("general.architecture", "")
     if arch:
         model_info.setdefault(f"{arch}.context_length", info.context_size)
-    from moltbot.models.bundled import BY_ID as BUNDLED
 
     shipped = BUNDLED.get(name)
     parameters = "\n".join(f"{k:<15} {v}" for k, v in DEFAULTS.items())
