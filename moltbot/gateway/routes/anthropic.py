@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from moltbot.engine.types import ChatMessage, Role, ToolCall
@@ -22,6 +22,7 @@ from moltbot.gateway.deps import Generation
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.errors import APIError, error_body, stream_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
+from moltbot.gateway.sse import event_stream, named_event
 from moltbot.services.generation import (
     ChatRequest,
     Choice,
@@ -36,7 +37,6 @@ from moltbot.services.generation import (
 router = APIRouter()
 _LAX = ConfigDict(extra="ignore")
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class TextBlock(BaseModel):
@@ -226,7 +226,7 @@ async def messages(body: MessagesBody, request: Request, generation: Generation)
     if body.stream:
         stream = await generation.chat_stream(req)
         events = _events(stream, request.url.path, lambda tokens: charge_tokens(state, tokens))
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+        return event_stream(events)
     result = await unless_disconnected(request, generation.chat(req))
     state[ENGINE_SECONDS_KEY] = result.engine_seconds
     charge_tokens(state, result.usage.total_tokens)
@@ -255,7 +255,7 @@ async def count_tokens(body: _Conversation, generation: Generation) -> dict[str,
 
 
 def _sse(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data}, ensure_ascii=False)}\n\n".encode()
+    return named_event(kind, {"type": kind, **data})
 
 
 async def _events(stream: GenerationStream, path: str, charge: Any) -> AsyncIterator[bytes]:
@@ -308,7 +308,7 @@ async def _events(stream: GenerationStream, path: str, charge: Any) -> AsyncIter
     except Exception as exc:  # noqa: BLE001 - the status is on the wire: the last event says it
         error = stream_error(exc)
         body = error_body(path, error)
-        yield f"event: error\ndata: {json.dumps(body)}\n\n".encode()
+        yield named_event("error", body)
     finally:
         used = stream.usage().total_tokens
         if used:

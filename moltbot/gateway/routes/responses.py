@@ -9,14 +9,13 @@ Refused with a 400: image, file and audio inputs, built-in tools (web search, fi
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from moltbot.engine.types import ChatMessage, Role, ToolCall
@@ -25,6 +24,7 @@ from moltbot.gateway.deps import Generation, Responses
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.errors import APIError, stream_error
 from moltbot.gateway.observe import ENGINE_SECONDS_KEY
+from moltbot.gateway.sse import event_stream, named_event
 from moltbot.services.generation import (
     ChatRequest,
     Finish,
@@ -39,7 +39,6 @@ from moltbot.services.generation import (
 router = APIRouter()
 _LAX = ConfigDict(extra="ignore")
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.SYSTEM}
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MAX_ITEMS = 1024
 
 
@@ -338,7 +337,7 @@ async def create_response(body: ResponsesBody, request: Request, generation: Gen
             )
 
         events = _events(stream, document, keep, lambda tokens: charge_tokens(state, tokens))
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+        return event_stream(events)
     result = await unless_disconnected(request, generation.chat(req))
     state[ENGINE_SECONDS_KEY] = result.engine_seconds
     charge_tokens(state, result.usage.total_tokens)
@@ -367,7 +366,7 @@ class _Writer:
     def event(self, kind: str, data: dict[str, Any]) -> bytes:
         payload = {"type": kind, "sequence_number": self.number, **data}
         self.number += 1
-        return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+        return named_event(kind, payload)
 
     def _where(self) -> dict[str, Any]:
         return {"item_id": self.text_id, "output_index": len(self.output), "content_index": 0}
