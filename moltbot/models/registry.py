@@ -21,7 +21,15 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from moltbot.models.store import MANIFEST_MEDIA_TYPE, ModelStore, StoreError, Version, check_digest, check_name
+from moltbot.models.store import (
+    MANIFEST_MEDIA_TYPE,
+    BlobRange,
+    ModelStore,
+    StoreError,
+    Version,
+    check_digest,
+    check_name,
+)
 
 Progress = Callable[[int], None]
 _REFERENCE = re.compile(
@@ -232,7 +240,7 @@ class RegistryClient:
         self._check(response, f"checking blob {digest}")
         return True
 
-    def push_blob(self, repository: str, digest: str, path: Path, progress: Progress | None = None) -> None:
+    def push_blob(self, repository: str, digest: str, blob: BlobRange, progress: Progress | None = None) -> None:
         start = self._send("POST", f"/v2/{repository}/blobs/uploads/")
         self._check(start, "starting a blob upload")
         location = start.headers.get("location", "")
@@ -242,9 +250,8 @@ class RegistryClient:
             location = self._base + location
         url = httpx.URL(location).copy_merge_params({"digest": digest})
 
-        size = path.stat().st_size
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._send("PUT", str(url), content=_FileBody(path, progress), headers=headers)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)}
+        response = self._send("PUT", str(url), content=_BlobBody(blob, progress), headers=headers)
         self._check(response, f"uploading blob {digest}")
 
     def fetch_blob(
@@ -302,18 +309,17 @@ class RegistryClient:
 
 
 @dataclass(slots=True, frozen=True)
-class _FileBody:
-    """A file streamed as a request body; iterable again, so a request retried after a 401 sends it whole."""
+class _BlobBody:
+    """A blob streamed as a request body; iterable again, so a request retried after a 401 sends it whole."""
 
-    path: Path
+    blob: BlobRange
     progress: Progress | None
 
     def __iter__(self) -> Iterator[bytes]:
-        with self.path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                if self.progress is not None:
-                    self.progress(len(chunk))
-                yield chunk
+        for chunk in self.blob.chunks():
+            if self.progress is not None:
+                self.progress(len(chunk))
+            yield chunk
 
 
 def _is_tls_failure(exc: httpx.TransportError) -> bool:
@@ -369,7 +375,8 @@ def pull(
             result.bytes_moved += client.fetch_blob(ref.repository, blobs[0][0], blobs[0][1], store)
             result.layers_moved += 1
         store.check_manifest(body)
-        missing = [(d, s) for d, s in dict.fromkeys(layer_refs) if not store.has_blob(d)]
+        housed = store.housing()
+        missing = [(d, s) for d, s in dict.fromkeys(layer_refs) if store.locate(d, housed) is None]
         total = sum(s for _, s in missing)
         callback = progress(total, len(missing)) if progress is not None else None
         for blob_digest, size in missing:
@@ -404,8 +411,12 @@ def push(
     with RegistryClient(ref.host, auth) as client:
         missing = [(d, s) for d, s in dict.fromkeys(blobs) if not client.has_blob(ref.repository, d)]
         callback = progress(sum(s for _, s in missing), len(missing)) if progress is not None else None
+        housed = store.housing()
         for digest, size in missing:
-            client.push_blob(ref.repository, digest, store.blob_path(digest), callback)
+            found = store.locate(digest, housed)
+            if found is None:
+                raise StoreError(f"blob {digest} of {name!r} is missing from the store")
+            client.push_blob(ref.repository, digest, found, callback)
             result.bytes_moved += size
             result.layers_moved += 1
         result.bytes_reused = sum(s for _, s in blobs) - result.bytes_moved

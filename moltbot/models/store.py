@@ -2,7 +2,7 @@
 
 Layout under `<data>/models/`:
 
-    blobs/sha256/<hex>             layers, config blobs and manifests, named by their sha256
+    blobs/sha256/<hex>             manifests, configs, encrypted layers and layers not yet in a version
     library/<name>/<n>/version.json the version: its manifest digest, format, where it came from
     library/<name>/<n>/files/...    the files rebuilt from the layers (not for encrypted versions)
     library/<name>/active           the version served (a number)
@@ -12,6 +12,11 @@ Layout under `<data>/models/`:
 
 Every write is a temp file, fsync and rename; a version directory appears whole or not at all, so a
 process killed midway leaves nothing half-installed (only temp files, removed by `gc`).
+
+A plain (unencrypted) version's files are the concatenation of its layers, so once they are built the
+layer blobs are dropped: a layer is then read as a byte range of the file that holds it (`locate`). A
+model costs its size on disk once, as in Ollama's store, while pulls still move only the layers no
+version holds and pushes still send each layer as its own blob.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 from moltbot.errors import MoltbotError
 from moltbot.formats import MalformedModelError
@@ -149,6 +154,29 @@ def sha256_file(path: Path, offset: int = 0, size: int | None = None) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+@dataclass(slots=True, frozen=True)
+class BlobRange:
+    """Where a blob's bytes are: a whole blob file, or `size` bytes at `offset` of a version's file."""
+
+    path: Path
+    offset: int
+    size: int
+
+    def chunks(self) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            left = self.size
+            while left > 0:
+                chunk = handle.read(min(_CHUNK, left))
+                if not chunk:
+                    raise StoreError("a model file is shorter than its layers")
+                left -= len(chunk)
+                yield chunk
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+
 def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
@@ -240,13 +268,47 @@ class ModelStore:
         return self.blobs / check_digest(digest).removeprefix("sha256:")
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return self.locate(digest) is not None
+
+    def locate(self, digest: str, housed: dict[str, BlobRange] | None = None) -> BlobRange | None:
+        """Where the bytes of a blob are (its own file, or a range of a plain version's file); None when
+        the store does not have them. `housed` is a `housing()` computed once for many look-ups."""
+        path = self.blob_path(digest)
+        try:
+            return BlobRange(path, 0, path.stat().st_size)
+        except FileNotFoundError:
+            pass
+        return (self.housing() if housed is None else housed).get(digest)
+
+    def housing(self) -> dict[str, BlobRange]:
+        """The layers held in plain versions' files, by digest, each as its byte range."""
+        housed: dict[str, BlobRange] = {}
+        for name in self.names():
+            for version in self.versions(name):
+                if version.key_id is not None:
+                    continue
+                try:
+                    layers = json.loads((self.blobs / version.manifest.removeprefix("sha256:")).read_bytes())["layers"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                offsets: dict[str, int] = {}
+                for layer in layers:
+                    try:
+                        relative = check_relative_path(str(layer["annotations"][ANNOTATION_FILE]))
+                        size = int(layer["size"])
+                    except (StoreError, KeyError, TypeError, ValueError):
+                        break
+                    offset = offsets.get(relative, 0)
+                    offsets[relative] = offset + size
+                    where = BlobRange(self.files_path(version) / relative, offset, size)
+                    housed.setdefault(str(layer["digest"]), where)
+        return housed
 
     def read_blob(self, digest: str) -> bytes:
-        path = self.blob_path(digest)
-        if not path.is_file():
+        found = self.locate(check_digest(digest))
+        if found is None:
             raise StoreError(f"blob {digest} is missing from the store")
-        return path.read_bytes()
+        return found.read()
 
     def put_blob(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -268,28 +330,6 @@ class ModelStore:
             os.fsync(handle.fileno())
         os.replace(partial, self.blob_path(digest))
         fsync_dir(self.blobs)
-
-    def _put_range(self, source: Path, offset: int, size: int, file_hash: Any) -> str:
-        """A byte range of a file as a blob, named by the digest of the bytes actually copied (which
-        also go into `file_hash`)."""
-        hasher = hashlib.sha256()
-        with tempfile.NamedTemporaryFile(dir=self.tmp, prefix="import-", delete=False) as out:
-            try:
-                with source.open("rb") as handle:
-                    handle.seek(offset)
-                    _copy(handle, out, size, (hasher, file_hash))
-                out.flush()
-                os.fsync(out.fileno())
-            except BaseException:
-                Path(out.name).unlink(missing_ok=True)
-                raise
-        digest = "sha256:" + hasher.hexdigest()
-        if self.has_blob(digest):
-            Path(out.name).unlink()
-        else:
-            os.replace(out.name, self.blob_path(digest))
-            fsync_dir(self.blobs)
-        return digest
 
     # -- versions --------------------------------------------------------------------------------
 
@@ -413,8 +453,10 @@ class ModelStore:
         # A file's layers are its bytes in order: hash the whole file as they are copied, not in a second read.
         file_hashes = {f: hashlib.sha256() for f in files}
         file_sizes = dict.fromkeys(files, 0)
+        sources: dict[str, BlobRange] = {}
         for item in ranges:
-            digest = self._put_range(root / item.path, item.offset, item.size, file_hashes[item.path])
+            digest = _hash_range(root / item.path, item.offset, item.size, file_hashes[item.path])
+            sources.setdefault(digest, BlobRange(root / item.path, item.offset, item.size))
             layer_entries.append(layer_descriptor(digest, item.size, item.path, item.group))
             file_sizes[item.path] += item.size
         config = {
@@ -427,14 +469,24 @@ class ModelStore:
         manifest_bytes = build_manifest(
             self.put_blob(canonical_json(config)), len(canonical_json(config)), layer_entries
         )
-        return self.install(name, manifest_bytes, origin=origin or f"import:{path.name}", activate=activate)
+        # The layers are copied from the imported files straight into the version's files (which
+        # are checked against the whole-file digests taken above): no blob copy in between.
+        return self.install(
+            name, manifest_bytes, origin=origin or f"import:{path.name}", activate=activate, sources=sources
+        )
 
     def install(
-        self, name: str, manifest_bytes: bytes, *, origin: str, activate: bool = True, key_id: str | None = None
+        self,
+        name: str,
+        manifest_bytes: bytes,
+        *,
+        origin: str,
+        activate: bool = True,
+        key_id: str | None = None,
+        sources: dict[str, BlobRange] | None = None,
     ) -> Version:
-        """Add a version from a manifest whose blobs are all in the store: verify, assemble, publish.
-
-        A manifest identical to an existing version's returns that version."""
+        """Add a version from a manifest whose blobs are all in the store (or in `sources`): verify,
+        assemble, publish. A manifest identical to an existing version's returns that version."""
         check_name(name)
         manifest, config = self.check_manifest(manifest_bytes)
         manifest_digest = self.put_blob(manifest_bytes)
@@ -455,7 +507,7 @@ class ModelStore:
             build = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"build-{name}-"))
             try:
                 if encryption is None:
-                    self._assemble(manifest, config, build / "files")
+                    self._assemble(manifest, config, build / "files", sources or {})
                 created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 version = Version(name, number, manifest_digest, fmt, size, created, origin, key_id, tuple(files))
                 write_atomic(build / "version.json", json.dumps(version.to_json(), indent=1).encode())
@@ -465,6 +517,8 @@ class ModelStore:
             except BaseException:
                 shutil.rmtree(build, ignore_errors=True)
                 raise
+            if encryption is None:
+                self._drop_housed(manifest)
         log.info("model %s: version %d installed (%s, %d bytes)", name, number, origin, size)
         if activate or self.active(name) is None:
             self.set_active(name, number)
@@ -515,8 +569,11 @@ class ModelStore:
             raise StoreError("malformed model manifest") from exc
         return manifest, config
 
-    def _assemble(self, manifest: dict[str, Any], config: dict[str, Any], target: Path) -> None:
+    def _assemble(
+        self, manifest: dict[str, Any], config: dict[str, Any], target: Path, sources: dict[str, BlobRange]
+    ) -> None:
         """Rebuild every file from its layers under `target` and check it against the config."""
+        housed = self.housing()
         by_file: dict[str, list[dict[str, Any]]] = {}
         for layer in manifest["layers"]:
             by_file.setdefault(layer["annotations"][ANNOTATION_FILE], []).append(layer)
@@ -527,15 +584,20 @@ class ModelStore:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
             with os.fdopen(os.open(out_path, flags, 0o600), "wb") as out:
                 for layer in by_file.get(relative, []):
-                    blob = self.blob_path(layer["digest"])
-                    if not blob.is_file() or blob.stat().st_size != int(layer["size"]):
+                    found = sources.get(layer["digest"]) or self.locate(layer["digest"], housed)
+                    if found is None or found.size != int(layer["size"]):
                         raise StoreError(f"layer {layer['digest']} is missing or has the wrong size")
-                    with blob.open("rb") as handle:
-                        shutil.copyfileobj(handle, out, _CHUNK)
+                    for chunk in found.chunks():
+                        out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             if out_path.stat().st_size != int(entry["size"]) or sha256_file(out_path) != entry["digest"]:
                 raise StoreError(f"file {relative} rebuilt from its layers does not match its digest")
+
+    def _drop_housed(self, manifest: dict[str, Any]) -> None:
+        """Remove the blob files of a plain version's layers: its files hold the same bytes now."""
+        for layer in manifest["layers"]:
+            self.blob_path(layer["digest"]).unlink(missing_ok=True)
 
     # -- removal ---------------------------------------------------------------------------------
 
@@ -590,8 +652,10 @@ class ModelStore:
                         continue
                     referenced.add(manifest["config"]["digest"])
                     referenced.update(layer["digest"] for layer in manifest["layers"])
+            housed = self.housing()  # a layer blob whose bytes a plain version's file holds is a second copy
             for blob in self.blobs.iterdir():
-                if "sha256:" + blob.name not in referenced:
+                digest = "sha256:" + blob.name
+                if digest not in referenced or (digest in housed and housed[digest].path.is_file()):
                     freed += blob.stat().st_size
                     blob.unlink()
             now = time.time()
@@ -663,16 +727,13 @@ def inspect_model(path: Path) -> tuple[ModelFormat, Path, list[str]]:
     raise StoreError(f"{path.name}: not a supported model directory (config.json and *.safetensors expected)")
 
 
-def _copy(source: BinaryIO, target: Any, size: int, hashers: tuple[Any, ...]) -> None:
-    left = size
-    while left > 0:
-        chunk = source.read(min(_CHUNK, left))
-        if not chunk:
-            raise StoreError("the file shrank while it was read")
-        target.write(chunk)
-        for hasher in hashers:
-            hasher.update(chunk)
-        left -= len(chunk)
+def _hash_range(path: Path, offset: int, size: int, file_hash: Any) -> str:
+    """The digest of `size` bytes of a file from `offset` (the bytes also go into `file_hash`)."""
+    hasher = hashlib.sha256()
+    for chunk in BlobRange(path, offset, size).chunks():
+        hasher.update(chunk)
+        file_hash.update(chunk)
+    return "sha256:" + hasher.hexdigest()
 
 
 def _size(path: Path) -> int:

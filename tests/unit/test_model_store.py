@@ -75,6 +75,31 @@ def test_import_versions_share_unchanged_layers(tmp_path: Path) -> None:
     assert again.number == 2 and store.active("enc") == 2 and store.previous("enc") == 1
 
 
+def test_a_plain_version_is_stored_once(tmp_path: Path) -> None:
+    """Layers live in the version's files (no second copy as blobs), are read back as ranges of them,
+    and a second copy left by an older store is dropped by gc."""
+    store = ModelStore(tmp_path / "store")
+    version = store.import_path("enc", bert_dir(tmp_path / "a"))
+    manifest = store.manifest(version)
+    files_bytes = sum(p.stat().st_size for p in store.files_path(version).rglob("*") if p.is_file())
+    blob_bytes = sum(p.stat().st_size for p in store.blobs.iterdir())
+    assert blob_bytes < 4096 < files_bytes  # only the manifest and the config are blobs
+    data = (tmp_path / "a" / "model.safetensors").read_bytes()
+    rebuilt = b"".join(
+        store.read_blob(x["digest"])
+        for x in manifest["layers"]
+        if x["annotations"]["org.moltbot.file"] == "model.safetensors"
+    )
+    assert rebuilt == data
+    for layer in manifest["layers"]:
+        found = store.locate(layer["digest"])
+        assert found is not None and found.size == layer["size"] and found.path.is_relative_to(store.library)
+    first = manifest["layers"][0]
+    store.blob_path(first["digest"]).write_bytes(store.read_blob(first["digest"]))  # as an old store kept them
+    assert store.gc() == first["size"] and not store.blob_path(first["digest"]).exists()
+    assert store.has_blob(first["digest"])
+
+
 @pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../b", ".git/config", "a//b", "", "a\\b", "x/" * 5 + "y"])
 def test_paths_that_could_escape_are_refused(path: str) -> None:
     with pytest.raises(StoreError, match="refused file path"):

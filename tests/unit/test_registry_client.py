@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from moltbot.models.registry import Reference, RegistryAuth, RegistryClient, RegistryError
-from moltbot.models.store import ModelStore, StoreError
+from moltbot.models.store import BlobRange, ModelStore, StoreError
 
 MANIFEST = b'{"schemaVersion": 2}'
 
@@ -180,5 +180,5 @@ def test_an_upload_retried_after_a_401_sends_the_whole_blob(tmp_path: Path) -> N
 
     auth = RegistryAuth("alice", "secret")
     with RegistryClient("reg.test", auth, transport=httpx.MockTransport(handle)) as client:
-        client.push_blob("team/m", digest, source)
+        client.push_blob("team/m", digest, BlobRange(source, 0, len(blob)))
     assert received == [blob]
