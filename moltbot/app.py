@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from starlette.routing import Route
 
 from moltbot import __version__
+from moltbot.documents.runner import WorkerLimits as DocumentWorkerLimits
 from moltbot.engine.backend import Worker
 from moltbot.engine.batching_worker import BatchingWorker
 from moltbot.engine.bert_backend import BertEmbedder
@@ -40,12 +41,14 @@ from moltbot.gateway.routes import (
     anthropic,
     chat,
     completions,
+    documents,
     embeddings,
     health,
     metrics,
     model_admin,
     models,
     ollama,
+    pipelines,
     responses,
     sessions,
     ui,
@@ -61,13 +64,16 @@ from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
 from moltbot.monitor.rules import load_rules
 from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
+from moltbot.services.documents import DocumentLimits, DocumentService
 from moltbot.services.generation import GenerationService
+from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
 from moltbot.settings import Runtime
 from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import Vault
 from moltbot.storage.database import open_database
+from moltbot.storage.documents import DocumentRepository
 from moltbot.storage.keys import KeyStore, Scope
 from moltbot.storage.responses import ResponseRepository
 from moltbot.storage.sessions import SessionRepository
@@ -88,6 +94,7 @@ class Services:
     metrics: Metrics
     monitor: Monitor | None
     responses: ResponseRepository
+    documents: DocumentRepository
 
 
 class VaultSealer:
@@ -187,7 +194,10 @@ def build_services(runtime: Runtime) -> Services:
         metrics.add_collector(AlertCollector(monitor.active))
     session_store = SessionRepository(database, vault)
     responses = ResponseRepository(database, vault)
-    return Services(runtime, keys, AuditLog(database), vault, session_store, models, store, metrics, monitor, responses)
+    documents = DocumentRepository(database, vault)
+    return Services(
+        runtime, keys, AuditLog(database), vault, session_store, models, store, metrics, monitor, responses, documents
+    )
 
 
 def ensure_admin_key(services: Services) -> str | None:
@@ -244,10 +254,24 @@ def _report_cut_requests(services: Services) -> None:
 
 
 def create_app(services: Services) -> FastAPI:
+    settings = services.runtime.settings
+    pipeline_service = PipelineService(concurrency=services.runtime.threads)
+    document_limits = DocumentLimits(
+        max_bytes=settings.document_max_bytes,
+        max_pages=settings.document_max_pages,
+        languages=settings.ocr_languages,
+        dpi=settings.ocr_dpi,
+        worker=DocumentWorkerLimits(
+            memory_bytes=settings.document_worker_memory_bytes, page_timeout_s=settings.document_page_timeout_s
+        ),
+    )
+    document_service = DocumentService(services.documents, pipeline_service, document_limits)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=load_models, args=(services,), name="model-loader", daemon=True)
         loader.start()
+        await document_service.start()
         refresher = asyncio.create_task(_refresh_keys(services.keys))
         if services.monitor is not None:
             services.monitor.start()
@@ -258,6 +282,7 @@ def create_app(services: Services) -> FastAPI:
             )
         yield
         _report_cut_requests(services)
+        await document_service.stop()
         refresher.cancel()
         if metrics_server is not None:
             metrics_server.shutdown()
@@ -278,6 +303,8 @@ def create_app(services: Services) -> FastAPI:
         audit=services.audit,
         registry=services.metrics.registry,
         monitor=services.monitor,
+        pipelines=pipeline_service,
+        documents=document_service,
     )
     install_gateway(app, gateway)
     install_error_handlers(app)
@@ -295,6 +322,8 @@ def create_app(services: Services) -> FastAPI:
         ollama,
         anthropic,
         responses,
+        pipelines,
+        documents,
         ui,
     )
     for module in modules:
@@ -318,6 +347,7 @@ def create_app(services: Services) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
         max_json_depth=settings.max_json_depth,
+        uploads={"/v1/documents": settings.document_max_bytes + 64 * 1024},  # the file and its form fields
     )
     if settings.cors_origins:
         app.add_middleware(

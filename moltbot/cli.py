@@ -1,4 +1,4 @@
-"""The `moltbot` command: serve, chat, models, keys, sessions, alerts, ca, doctor."""
+"""The `moltbot` command: serve, chat, models, pipeline, keys, sessions, alerts, ca, doctor."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.engine import make_url
 
-from moltbot import __version__, cli_models, endpoint, offline
+from moltbot import __version__, cli_models, cli_pipelines, endpoint, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
@@ -33,7 +33,7 @@ from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import CryptoError, Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.keys import DEFAULT_SCOPES, KeyStore, UnknownScopeError, parse_scopes
-from moltbot.storage.schema import ENCRYPTED_COLUMNS
+from moltbot.storage.schema import ENCRYPTED_COLUMNS, REENCRYPT_BATCH
 from moltbot.storage.sessions import ANY_OWNER, Session, SessionRepository
 
 log = logging.getLogger("moltbot")
@@ -400,7 +400,10 @@ def cmd_keys_rotate_data_key(_: argparse.Namespace) -> int:
     try:
         vault = Vault(open_database(settings.database_path, settings.database_url), settings.kek_path)
         key_id = vault.new_data_key()
-        count = sum(vault.reencrypt(table, id_column, columns) for table, id_column, columns in ENCRYPTED_COLUMNS)
+        count = sum(
+            vault.reencrypt(table, id_column, columns, REENCRYPT_BATCH.get(table.name, 500))
+            for table, id_column, columns in ENCRYPTED_COLUMNS
+        )
     except CryptoError as exc:
         print(str(exc), file=sys.stderr)  # noqa: T201
         return 1
@@ -528,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=cmd_chat)
 
     cli_models.add_parser(sub, _table, _verify)
+    cli_pipelines.add_parser(sub, _table)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key; the token is the last line printed")

@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     max_n: int = Field(default=4, ge=1, le=64)
     max_embedding_inputs: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=300.0, gt=0)
+    # Documents (POST /v1/documents): the upload's own body limit, pages, OCR and the worker's limits.
+    document_max_bytes: int = Field(default=64 << 20, ge=1024, le=1 << 31)
+    document_max_pages: int = Field(default=1000, ge=1, le=100_000)
+    ocr_languages: str = Field(default="eng", pattern=r"^[a-z_]{2,16}(\+[a-z_]{2,16}){0,3}$")
+    ocr_dpi: int = Field(default=300, ge=72, le=600)
+    document_worker_memory_bytes: int = Field(default=1536 << 20, ge=256 << 20)
+    document_page_timeout_s: float = Field(default=180.0, gt=0, le=3600)
     # Per API key (0 turns one off), and failed authentications per client address.
     rate_limit_rpm: int = Field(default=1200, ge=0)
     rate_limit_tpm: int = Field(default=200_000, ge=0)

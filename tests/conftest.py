@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,22 @@ import pytest
 
 from tests.helpers import START_TIMEOUT_S, Server, link_bundled_models, running_server
 from tests.registry import Registry, registry_server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_dirs_removed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The directories a test module's fixtures made (data directories with model copies, registries)
+    go when the module ends, unless one of its tests failed: the suite's disk use stays that of one
+    module, not the sum of all (the session's bundled-model cache stays)."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in set(base.iterdir()) - before:
+        if path.is_dir() and not path.name.startswith("bundled-models"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

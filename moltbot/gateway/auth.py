@@ -66,6 +66,17 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     # Anthropic's Messages API
     "/v1/messages": KeyScope.CHAT,
     "/v1/messages/count_tokens": KeyScope.CHAT,
+    # Preprocessing pipelines
+    "/v1/pipelines": KeyScope.DOCUMENTS,
+    "/v1/pipelines/steps": KeyScope.DOCUMENTS,
+    "/v1/pipelines/validate": KeyScope.DOCUMENTS,
+    "/v1/pipelines/run": KeyScope.DOCUMENTS,
+    # Documents
+    "/v1/documents": KeyScope.DOCUMENTS,
+    "/v1/documents/{document_id}": KeyScope.DOCUMENTS,
+    "/v1/documents/{document_id}/events": KeyScope.DOCUMENTS,
+    "/v1/documents/{document_id}/pages": KeyScope.DOCUMENTS,
+    "/v1/documents/{document_id}/chunks": KeyScope.DOCUMENTS,
 }
 
 

@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager
 from moltbot.monitor.service import Monitor
+from moltbot.services.documents import DocumentService
 from moltbot.services.generation import GenerationService
+from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
 from moltbot.settings import Settings
@@ -37,6 +39,8 @@ class Gateway:
     audit: AuditLog
     registry: CollectorRegistry
     monitor: Monitor | None
+    pipelines: PipelineService
+    documents: DocumentService
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
@@ -87,6 +91,14 @@ def _monitor(request: Request) -> Monitor | None:
     return _gateway(request).monitor
 
 
+def _pipelines(request: Request) -> PipelineService:
+    return _gateway(request).pipelines
+
+
+def _documents(request: Request) -> DocumentService:
+    return _gateway(request).documents
+
+
 Serving = Annotated[OpenAIServing, Depends(_serving)]
 Generation = Annotated[GenerationService, Depends(_generation)]
 Sessions = Annotated[SessionService, Depends(_sessions)]
@@ -97,3 +109,5 @@ Keys = Annotated[KeyStore, Depends(_keys)]
 Audit = Annotated[AuditLog, Depends(_audit)]
 Registry = Annotated[CollectorRegistry, Depends(_registry)]
 MonitorDep = Annotated[Monitor | None, Depends(_monitor)]
+Pipelines = Annotated[PipelineService, Depends(_pipelines)]
+Documents = Annotated[DocumentService, Depends(_documents)]

@@ -106,6 +106,10 @@ def _as_json(scope: Scope) -> Scope:
     return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
+def _has_credentials(scope: Scope) -> bool:
+    return any(name in (b"authorization", b"x-api-key") for name, _ in scope["headers"])
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -121,10 +125,18 @@ class RequestLimitsMiddleware:
     `max_json_depth`; replays the body to the app."""
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int, max_headers: int = 100, max_json_depth: int = 64
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        *,
+        max_headers: int = 100,
+        max_json_depth: int = 64,
+        uploads: dict[str, int] | None = None,
     ) -> None:
         self._app = app
         self._max = max_body_bytes
+        self._uploads = uploads or {}  # POST paths with their own body limit (file uploads)
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         self._max_json_depth = max_json_depth
@@ -140,9 +152,12 @@ class RequestLimitsMiddleware:
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self._app(scope, receive, send)
             return
+        limit = self._max
+        if scope["method"] == "POST" and scope["path"] in self._uploads and _has_credentials(scope):
+            limit = self._uploads[scope["path"]]  # only a request that names a key may send a large body
         declared = _declared_length(scope)
-        if declared is not None and declared > self._max:
-            await _refuse(scope, send, 413, f"request body exceeds the limit of {self._max} bytes")
+        if declared is not None and declared > limit:
+            await _refuse(scope, send, 413, f"request body exceeds the limit of {limit} bytes")
             return
         chunks: list[bytes] = []
         size = 0
@@ -152,8 +167,8 @@ class RequestLimitsMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max:
-                await _refuse(scope, send, 413, f"request body exceeds the limit of {self._max} bytes")
+            if size > limit:
+                await _refuse(scope, send, 413, f"request body exceeds the limit of {limit} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -289,3 +289,19 @@ class DeployRequest(BaseModel):
 
     version: int | None = Field(default=None, ge=1, le=1_000_000)  # default: the store's active version
     in_place: bool = False  # unload the serving version first (when both would not fit in memory)
+
+
+class PipelineValidateRequest(BaseModel):
+    """POST /v1/pipelines/validate: a pipeline as a shipped name, a definition object, or YAML/JSON text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    pipeline: str | dict[str, Any] | None = None
+    pipeline_yaml: str | None = Field(default=None, max_length=64 * 1024)
+
+
+class PipelineRunRequest(PipelineValidateRequest):
+    """POST /v1/pipelines/run: one of `text` (a plain text) and `pages` (a paged document's pages)."""
+
+    text: str | None = Field(default=None, max_length=4_000_000)
+    pages: list[Annotated[str, Field(max_length=400_000)]] | None = Field(default=None, max_length=2000)

@@ -23,6 +23,7 @@ class Scope(enum.StrEnum):
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
     METRICS = "metrics"
+    DOCUMENTS = "documents"
     ADMIN = "admin"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -98,10 +99,78 @@ responses = Table(
     Index("ix_responses_owner_created", "key_id", "created_at"),
 )
 
+# Uploaded documents (owner-scoped) and their processing job: the job's state is these rows, so a
+# restarted server resumes after the last page stored. The name, the original file, every page's text
+# and every chunk are sealed with AES-256-GCM; what is plain is the job's bookkeeping and our own error
+# messages (never the file's content).
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("name", LargeBinary, nullable=False),
+    Column("media_type", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("pages", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("stage", String(32), nullable=False),  # queued | extract | preprocess | done
+    Column("pages_done", Integer, nullable=False),
+    Column("pages_failed", Integer, nullable=False),
+    Column("pipeline", String(64), nullable=False),
+    Column("languages", String(64), nullable=False),
+    Column("language", String(16), nullable=True),
+    Column("error", String(500), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index("ix_documents_owner_created", "key_id", "created_at"),
+    Index("ix_documents_status", "status"),
+)
+
+document_files = Table(
+    "document_files",
+    metadata,
+    Column("document_id", String(40), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+)
+
+document_pages = Table(
+    "document_pages",
+    metadata,
+    Column("id", String(48), primary_key=True),  # "<document id>/<page, 6 digits>"
+    Column("document_id", String(40), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column("page", Integer, nullable=False),
+    Column("method", String(8), nullable=False),  # text | ocr | none (failed)
+    Column("confidence", Float, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("error", String(500), nullable=True),
+    Column("text", LargeBinary, nullable=False),
+    Index("ix_document_pages_document", "document_id", "page", unique=True),
+)
+
+document_chunks = Table(
+    "document_chunks",
+    metadata,
+    Column("id", String(48), primary_key=True),  # "<document id>/<index, 6 digits>"
+    Column("document_id", String(40), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("page", Integer, nullable=True),
+    Column("start", Integer, nullable=False),
+    Column("stop", Integer, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("text", LargeBinary, nullable=False),
+    Index("ix_document_chunks_document", "document_id", "idx", unique=True),
+)
+
 # Columns holding AES-256-GCM ciphertexts (storage/crypto.py): (table, id column, columns). A data-key
-# rotation re-encrypts each.
+# rotation re-encrypts each, REENCRYPT_BATCH rows per transaction (500 unless named: originals are large).
 ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
     (sessions, "id", ("title", "meta", "system_prompt")),
     (messages, "id", ("content",)),
     (responses, "id", ("document", "input")),
+    (documents, "id", ("name",)),
+    (document_files, "document_id", ("content",)),
+    (document_pages, "id", ("text",)),
+    (document_chunks, "id", ("text",)),
 ]
+REENCRYPT_BATCH: dict[str, int] = {"document_files": 2}

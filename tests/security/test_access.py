@@ -29,6 +29,7 @@ PARAMS = {
     "key_id": "0123456789ab",
     "session_id": "sess_" + "0" * 24,
     "response_id": "resp_" + "0" * 24,
+    "document_id": "doc_" + "0" * 24,
     "name": CHAT_MODEL,
 }
 

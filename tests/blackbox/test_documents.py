@@ -1,0 +1,239 @@
+"""/v1/documents through the real server with real Tesseract: upload a generated scanned PDF, follow
+its job, read its pages and chunks; bad files; owner isolation; a server killed mid-job resumes."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import START_TIMEOUT_S, Server, create_key, require_tool, running_server
+from tests.scans import page_image, scanned_pdf
+
+PAPER = [
+    "Alice Smith of the Massachusetts Institute of Technology evaluated the transformer on the GLUE "
+    "benchmark and reported an accuracy of 91.4 percent.\n\nThe method was compared with the baseline "
+    "of Bob Jones.",
+    "The second page describes the ImageNet dataset and the training schedule of forty epochs.",
+    "The third page concludes that larger models need more data.",
+]
+JOB_TIMEOUT_S = 300.0
+
+
+@pytest.fixture(scope="module")
+def server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
+    require_tool("tesseract")  # Debian's tesseract-ocr: its language data is what the OCR reads
+    env = {"MOLTBOT_DOCUMENT_PAGE_TIMEOUT_S": "60", "MOLTBOT_DOCUMENT_MAX_PAGES": "200"}
+    with running_server(make_data_dir("documents"), env) as srv:
+        srv.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client(create_key(server.data_dir, "documents", name="reader")) as http:
+        yield http
+
+
+def paper_pdf(pages: list[str], **degrade: Any) -> bytes:
+    return scanned_pdf([page_image(text, seed=i, **degrade) for i, text in enumerate(pages)])
+
+
+def upload(client: httpx.Client, data: bytes, name: str = "paper.pdf", **fields: str) -> httpx.Response:
+    return client.post("/v1/documents", files={"file": (name, data, "application/pdf")}, data=fields)
+
+
+def wait_done(client: httpx.Client, document_id: str) -> dict[str, Any]:
+    """Follow the job's server-sent events to its end; the last event's card."""
+    last: dict[str, Any] = {}
+    kinds = []
+    with client.stream("GET", f"/v1/documents/{document_id}/events", timeout=JOB_TIMEOUT_S) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+            elif line.startswith("data: "):
+                last = json.loads(line.removeprefix("data: "))
+    assert kinds and kinds[-1] == "document.done" and set(kinds[:-1]) <= {"document.progress"}, kinds
+    return last
+
+
+def test_a_scanned_paper_is_read_page_by_page_and_chunked(client: httpx.Client) -> None:
+    response = upload(client, paper_pdf(PAPER, skew_degrees=0.8, blur=0.5, noise=0.003))
+    assert response.status_code == 202, response.text
+    card = response.json()
+    assert card["status"] == "queued" and card["pages"] == 3 and card["media_type"] == "application/pdf"
+    assert response.headers["location"] == f"/v1/documents/{card['id']}"
+    done = wait_done(client, card["id"])
+    assert done["status"] == "done" and done["pages_done"] == 3 and done["pages_failed"] == 0
+    assert done["language"] == "en" and done["finished_at"] >= done["created_at"]
+
+    detail = client.get(f"/v1/documents/{card['id']}").json()
+    assert [p["method"] for p in detail["page_results"]] == ["ocr"] * 3
+    assert all(p["confidence"] > 0.7 for p in detail["page_results"])
+    pages = client.get(f"/v1/documents/{card['id']}/pages").json()["data"]
+    text = " ".join(" ".join(p["text"].split()) for p in pages)
+    for words in ("Massachusetts Institute of Technology", "91.4 percent", "ImageNet dataset", "forty epochs"):
+        assert words in text, text
+    chunks = client.get(f"/v1/documents/{card['id']}/chunks").json()["data"]
+    assert {c["page"] for c in chunks} == {1, 2, 3} and all(c["tokens"] <= 256 for c in chunks)
+    listed = client.get("/v1/documents").json()["data"]
+    assert card["id"] in [d["id"] for d in listed]
+
+    assert client.delete(f"/v1/documents/{card['id']}").status_code == 200
+    for path in ("", "/pages", "/chunks", "/events"):
+        assert client.get(f"/v1/documents/{card['id']}{path}").status_code == 404
+
+
+def text_layer_pdf(lines: list[str]) -> bytes:
+    """A born-digital PDF: one page whose text is set in Helvetica (a text layer, no image)."""
+    import pikepdf
+
+    pdf = pikepdf.new()
+    font = pdf.make_indirect(
+        pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+    )
+    shown = b" ".join(b"(" + line.encode("latin-1") + b") Tj 0 -16 Td" for line in lines)
+    content = b"BT /F1 12 Tf 72 720 Td " + shown + b" ET"
+    page = pikepdf.Dictionary(
+        Type=pikepdf.Name.Page,
+        MediaBox=[0, 0, 612, 792],
+        Resources=pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font)),
+        Contents=pdf.make_stream(content),
+    )
+    pdf.pages.append(pikepdf.Page(page))
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def test_a_pdf_text_layer_skips_ocr_and_text_files_are_accepted(client: httpx.Client) -> None:
+    born_digital = text_layer_pdf(["Alice Smith met Bob Jones in Boston.", "They wrote about graph databases."])
+    response = upload(client, born_digital, "digital.pdf")
+    assert response.status_code == 202, response.text
+    done = wait_done(client, response.json()["id"])
+    pages = client.get(f"/v1/documents/{done['id']}/pages").json()["data"]
+    assert [p["method"] for p in pages] == ["text"] and pages[0]["confidence"] == 1.0
+    assert "Alice Smith met Bob Jones in Boston." in pages[0]["text"]
+
+    text = "Plain text notes.\n\nAlice Smith met Bob Jones in Boston.\fA second page."
+    response = client.post("/v1/documents", files={"file": ("notes.txt", text.encode(), "text/plain")})
+    assert response.status_code == 202, response.text
+    done = wait_done(client, response.json()["id"])
+    assert done["status"] == "done" and done["pages"] == 2 and done["media_type"] == "text/plain"
+    pages = client.get(f"/v1/documents/{done['id']}/pages").json()["data"]
+    assert [p["method"] for p in pages] == ["text", "text"] and "Alice Smith met Bob Jones" in pages[0]["text"]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` (1-bit gray) with almost no data: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def many_pages(count: int) -> bytes:
+    import pypdfium2
+
+    pdf = pypdfium2.PdfDocument.new()
+    for _ in range(count):
+        pdf.new_page(612, 792)
+    out = io.BytesIO()
+    pdf.save(out)
+    pdf.close()
+    return out.getvalue()
+
+
+def encrypted_pdf() -> bytes:
+    import pikepdf
+
+    source = pikepdf.open(io.BytesIO(many_pages(1)))
+    out = io.BytesIO()
+    source.save(out, encryption=pikepdf.Encryption(user="secret", owner="owner"))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "words"),
+    [
+        ("empty.pdf", lambda: b"", "empty"),
+        ("noise.bin", lambda: bytes(range(256)) * 64, "not a supported file"),
+        ("truncated.pdf", lambda: b"%PDF-1.7\n1 0 obj << /Type /Catalog", "damaged or not a PDF"),
+        ("locked.pdf", encrypted_pdf, "encrypted"),
+        ("huge.png", lambda: png_header(20_000, 20_000), "megapixels"),
+        ("long.pdf", lambda: many_pages(10_000), "10000 pages; at most 200"),
+    ],
+)
+def test_bad_files_are_400s_and_nothing_is_stored(
+    client: httpx.Client, name: str, make: Callable[[], bytes], words: str
+) -> None:
+    before = len(client.get("/v1/documents").json()["data"])
+    started = time.monotonic()
+    response = upload(client, make(), name)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert words in error["message"] and error["param"] == "file" and error["code"] == "invalid_document"
+    assert "/" not in error["message"] and "Traceback" not in response.text
+    assert time.monotonic() - started < 60
+    assert len(client.get("/v1/documents").json()["data"]) == before
+
+
+def test_upload_limits_and_fields(client: httpx.Client, server: Server) -> None:
+    assert upload(client, b"text", languages="klingon").json()["error"]["param"] == "languages"
+    assert upload(client, b"text", pipeline="nope").json()["error"]["param"] == "pipeline"
+    assert client.post("/v1/documents", data={"pipeline": "documents"}).status_code == 400  # no file
+    # Without a key, a large body is refused at the general limit before anything reads it.
+    anonymous = httpx.post(f"{server.base_url}/documents", content=b"x" * (2 << 20), verify=server.verify, timeout=60)
+    assert anonymous.status_code in (401, 413)
+
+
+def test_another_key_does_not_see_a_document(client: httpx.Client, server: Server) -> None:
+    mine = upload(client, b"private notes about a merger").json()
+    with server.client(create_key(server.data_dir, "documents", name="other")) as other:
+        for path in ("", "/pages", "/chunks", "/events"):
+            assert other.get(f"/v1/documents/{mine['id']}{path}").status_code == 404
+        assert other.delete(f"/v1/documents/{mine['id']}").status_code == 404
+        assert mine["id"] not in [d["id"] for d in other.get("/v1/documents").json()["data"]]
+    assert wait_done(client, mine["id"])["status"] == "done"
+    raw = (server.data_dir / "moltbot.db").read_bytes()
+    assert b"merger" not in raw and b"paper.pdf" not in raw  # content and names are encrypted at rest
+
+
+def test_a_server_killed_mid_job_resumes_without_repeating_pages(make_data_dir: Callable[..., Path]) -> None:
+    require_tool("tesseract")
+    data_dir = make_data_dir("documents-crash")
+    pages = [f"Page {n} of the long report discusses topic number {n} in detail." for n in range(1, 9)]
+    pdf = paper_pdf(pages)
+    with running_server(data_dir) as first:
+        first.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        key = create_key(data_dir, "documents", name="crash")
+        with first.client(key) as client:
+            card = upload(client, pdf).json()
+            deadline = time.monotonic() + JOB_TIMEOUT_S
+            while client.get(f"/v1/documents/{card['id']}").json()["pages_done"] < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        first.process.kill()  # SIGKILL: no shutdown, the job is cut wherever it is
+        first.process.wait(timeout=30)
+    with running_server(data_dir) as second, second.client(key) as client:
+        done = wait_done(client, card["id"])
+        assert done["status"] == "done" and done["pages_done"] == 8 and done["pages_failed"] == 0
+        texts = client.get(f"/v1/documents/{card['id']}/pages").json()["data"]
+        assert [p["page"] for p in texts] == list(range(1, 9))
+        assert all(f"topic number {p['page']}" in " ".join(p["text"].split()) for p in texts)
