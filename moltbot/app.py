@@ -69,6 +69,7 @@ from moltbot.services.generation import GenerationService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
+from moltbot.services.summaries import Summarizer
 from moltbot.settings import Runtime
 from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import Vault
@@ -255,7 +256,11 @@ def _report_cut_requests(services: Services) -> None:
 
 def create_app(services: Services) -> FastAPI:
     settings = services.runtime.settings
+    generation = GenerationService(services.models, services.runtime.settings, services.runtime.default_model)
     pipeline_service = PipelineService(concurrency=services.runtime.threads)
+    summarizer = None
+    if settings.document_summaries:
+        summarizer = Summarizer(generation, settings.document_model or services.runtime.default_model)
     document_limits = DocumentLimits(
         max_bytes=settings.document_max_bytes,
         max_pages=settings.document_max_pages,
@@ -265,7 +270,7 @@ def create_app(services: Services) -> FastAPI:
             memory_bytes=settings.document_worker_memory_bytes, page_timeout_s=settings.document_page_timeout_s
         ),
     )
-    document_service = DocumentService(services.documents, pipeline_service, document_limits)
+    document_service = DocumentService(services.documents, pipeline_service, document_limits, summarizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -291,7 +296,6 @@ def create_app(services: Services) -> FastAPI:
         services.models.close()
 
     app = FastAPI(title="Moltbot", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
-    generation = GenerationService(services.models, services.runtime.settings, services.runtime.default_model)
     gateway = Gateway(
         settings=services.runtime.settings,
         generation=generation,

@@ -77,6 +77,7 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/documents/{document_id}/events": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/pages": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/chunks": KeyScope.DOCUMENTS,
+    "/v1/documents/{document_id}/summary": KeyScope.DOCUMENTS,
 }
 
 

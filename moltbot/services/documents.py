@@ -4,7 +4,9 @@ Upload: the file is opened by a worker subprocess first (its type and page count
 encrypted or oversized file is a 400 and nothing is stored), then stored encrypted with a queued job.
 The job runs in the background, one document at a time (OCR takes a core): the pages not stored yet go
 through the worker (runner.py: text layer or OCR, each page bounded in time and memory), each page is
-stored as it arrives, then the document's pipeline (moltbot/pipelines) makes its chunks. The state is
+stored as it arrives, then the document's pipeline (moltbot/pipelines) makes its chunks, then the
+instruct model summarizes it (services/summaries.py; an error there is recorded in the summary and
+the document is still done). The state is
 in the database, so a server stopped mid-job resumes after the last stored page when it starts again;
 a page that fails is recorded as failed and the others go on.
 """
@@ -12,6 +14,7 @@ a page that fails is recorded as failed and the others go on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -28,6 +31,7 @@ from moltbot.documents.extract import _TESSDATA_DIRS
 from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.pipelines import PRESETS, Document
 from moltbot.services.pipelines import PipelineService
+from moltbot.services.summaries import Summarizer
 from moltbot.storage.documents import ChunkRow, DocumentRepository, DocumentRow, PageRow
 
 log = logging.getLogger(__name__)
@@ -79,10 +83,17 @@ def installed_languages() -> set[str]:
 
 
 class DocumentService:
-    def __init__(self, repository: DocumentRepository, pipelines: PipelineService, limits: DocumentLimits) -> None:
+    def __init__(
+        self,
+        repository: DocumentRepository,
+        pipelines: PipelineService,
+        limits: DocumentLimits,
+        summarizer: Summarizer | None = None,
+    ) -> None:
         self.repository = repository
         self.pipelines = pipelines
         self.limits = limits
+        self.summarizer = summarizer  # None: documents get no summary
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
@@ -235,6 +246,25 @@ class DocumentService:
                 self._rate.pop(document_id, None)
                 await self._notify()
 
+    def _summarize(self, pages: list[tuple[int, str]], cancelled: threading.Event) -> dict[str, Any] | None:
+        """The summary (run on the event loop, where the generation service lives), or {"error": ...};
+        None when the job is cancelled meanwhile."""
+        assert self.summarizer is not None and self._loop is not None  # noqa: S101 - checked by the caller
+        future = asyncio.run_coroutine_threadsafe(self.summarizer.summarize(pages), self._loop)
+        while True:
+            try:
+                return future.result(timeout=0.5).to_json()
+            except concurrent.futures.TimeoutError:
+                if cancelled.is_set():
+                    future.cancel()
+                    return None
+            except MoltbotError as exc:
+                return {"error": exc.message}
+
+    async def summary(self, owner: str, document_id: str) -> dict[str, Any] | None:
+        row = await self.get(owner, document_id)
+        return await anyio.to_thread.run_sync(self.repository.summary, row.id)
+
     def _record_failure(self, document_id: str) -> None:
         self.repository.set_state(document_id, status="failed", stage="failed", error="internal error")
 
@@ -275,6 +305,13 @@ class DocumentService:
             return
         self.repository.replace_chunks(document_id, chunks)
         failed = sum(1 for p in pages if p.error)
+        if failed < len(pages) and self.summarizer is not None:
+            self.repository.set_state(document_id, status="running", stage="summarize")
+            self._notify_from_thread()
+            summary = self._summarize([(p.page, p.text or "") for p in pages], cancelled)
+            if summary is None:
+                return
+            self.repository.set_summary(document_id, summary)
         if failed == len(pages):
             first = next((p.error for p in pages if p.error), "no page could be read")
             self.repository.set_state(

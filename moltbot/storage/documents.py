@@ -6,6 +6,7 @@ A page is stored once (a resumed job skips the pages it finds); chunks are repla
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -194,6 +195,19 @@ class DocumentRepository:
             values["finished_at"] = now
         with guarded_writing(self._engine) as conn:
             conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+
+    def set_summary(self, document_id: str, summary: dict[str, Any]) -> None:
+        sealed = self._vault.encrypt_text(json.dumps(summary, ensure_ascii=False), "documents", "summary", document_id)
+        with guarded_writing(self._engine) as conn:
+            conn.execute(update(documents).where(documents.c.id == document_id).values(summary=sealed))
+
+    def summary(self, document_id: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            blob = conn.execute(select(documents.c.summary).where(documents.c.id == document_id)).scalar()
+        if blob is None:
+            return None
+        value: dict[str, Any] = json.loads(self._vault.decrypt_text(blob, "documents", "summary", document_id))
+        return value
 
     # -- pages -----------------------------------------------------------------------------------
 

@@ -113,13 +113,14 @@ documents = Table(
     Column("size_bytes", BigInteger, nullable=False),
     Column("pages", Integer, nullable=False),
     Column("status", String(16), nullable=False),  # queued | running | done | failed
-    Column("stage", String(32), nullable=False),  # queued | extract | preprocess | done
+    Column("stage", String(32), nullable=False),  # queued | extract | preprocess | summarize | done
     Column("pages_done", Integer, nullable=False),
     Column("pages_failed", Integer, nullable=False),
     Column("pipeline", String(64), nullable=False),
     Column("languages", String(64), nullable=False),
     Column("language", String(16), nullable=True),
     Column("error", String(500), nullable=True),
+    Column("summary", LargeBinary, nullable=True),  # JSON: services/summaries.Summary, or {"error": ...}
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
@@ -168,7 +169,7 @@ ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
     (sessions, "id", ("title", "meta", "system_prompt")),
     (messages, "id", ("content",)),
     (responses, "id", ("document", "input")),
-    (documents, "id", ("name",)),
+    (documents, "id", ("name", "summary")),
     (document_files, "document_id", ("content",)),
     (document_pages, "id", ("text",)),
     (document_chunks, "id", ("text",)),

@@ -100,6 +100,14 @@ async def document_chunks(document_id: str, request: Request, documents: Documen
     return JSONResponse({"object": "list", "data": data})
 
 
+@router.get("/v1/documents/{document_id}/summary")
+async def document_summary(document_id: str, request: Request, documents: Documents) -> JSONResponse:
+    summary = await documents.summary(_owner(request), _checked(document_id))
+    if summary is None:
+        raise APIError(409, "the document has no summary yet (see its status)", param="document_id", code="not_ready")
+    return JSONResponse({"id": document_id, "object": "document.summary", **summary})
+
+
 @router.delete("/v1/documents/{document_id}")
 async def delete_document(document_id: str, request: Request, documents: Documents) -> Response:
     await documents.delete(_owner(request), _checked(document_id))

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("languages", sa.String(64), nullable=False),
         sa.Column("language", sa.String(16), nullable=True),
         sa.Column("error", sa.String(500), nullable=True),
+        sa.Column("summary", sa.LargeBinary, nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
         sa.Column("finished_at", sa.Float, nullable=True),
