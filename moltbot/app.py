@@ -43,6 +43,7 @@ from moltbot.gateway.routes import (
     completions,
     documents,
     embeddings,
+    graph,
     health,
     metrics,
     model_admin,
@@ -66,6 +67,7 @@ from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
 from moltbot.services.documents import DocumentLimits, DocumentService
 from moltbot.services.generation import GenerationService
+from moltbot.services.graph import GraphService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
@@ -75,6 +77,7 @@ from moltbot.storage.audit import AuditLog
 from moltbot.storage.crypto import Vault
 from moltbot.storage.database import open_database
 from moltbot.storage.documents import DocumentRepository
+from moltbot.storage.graph import GraphRepository
 from moltbot.storage.keys import KeyStore, Scope
 from moltbot.storage.responses import ResponseRepository
 from moltbot.storage.sessions import SessionRepository
@@ -96,6 +99,7 @@ class Services:
     monitor: Monitor | None
     responses: ResponseRepository
     documents: DocumentRepository
+    graph: GraphRepository
 
 
 class VaultSealer:
@@ -196,8 +200,20 @@ def build_services(runtime: Runtime) -> Services:
     session_store = SessionRepository(database, vault)
     responses = ResponseRepository(database, vault)
     documents = DocumentRepository(database, vault)
+    graph = GraphRepository(database, vault)
     return Services(
-        runtime, keys, AuditLog(database), vault, session_store, models, store, metrics, monitor, responses, documents
+        runtime,
+        keys,
+        AuditLog(database),
+        vault,
+        session_store,
+        models,
+        store,
+        metrics,
+        monitor,
+        responses,
+        documents,
+        graph,
     )
 
 
@@ -270,7 +286,8 @@ def create_app(services: Services) -> FastAPI:
             memory_bytes=settings.document_worker_memory_bytes, page_timeout_s=settings.document_page_timeout_s
         ),
     )
-    document_service = DocumentService(services.documents, pipeline_service, document_limits, summarizer)
+    graph_service = GraphService(services.graph)
+    document_service = DocumentService(services.documents, pipeline_service, document_limits, summarizer, graph_service)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -309,6 +326,7 @@ def create_app(services: Services) -> FastAPI:
         monitor=services.monitor,
         pipelines=pipeline_service,
         documents=document_service,
+        graph=graph_service,
     )
     install_gateway(app, gateway)
     install_error_handlers(app)
@@ -328,6 +346,7 @@ def create_app(services: Services) -> FastAPI:
         responses,
         pipelines,
         documents,
+        graph,
         ui,
     )
     for module in modules:

@@ -78,6 +78,12 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/documents/{document_id}/pages": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/chunks": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/summary": KeyScope.DOCUMENTS,
+    # The knowledge graph
+    "/v1/graph/nodes": KeyScope.DOCUMENTS,
+    "/v1/graph/nodes/{node_id}": KeyScope.DOCUMENTS,
+    "/v1/graph/path": KeyScope.DOCUMENTS,
+    "/v1/graph/subgraph": KeyScope.DOCUMENTS,
+    "/v1/graph/export": KeyScope.DOCUMENTS,
 }
 
 

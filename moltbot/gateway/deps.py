@@ -17,6 +17,7 @@ from moltbot.models.manager import ModelManager
 from moltbot.monitor.service import Monitor
 from moltbot.services.documents import DocumentService
 from moltbot.services.generation import GenerationService
+from moltbot.services.graph import GraphService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
@@ -41,6 +42,7 @@ class Gateway:
     monitor: Monitor | None
     pipelines: PipelineService
     documents: DocumentService
+    graph: GraphService
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
@@ -99,6 +101,10 @@ def _documents(request: Request) -> DocumentService:
     return _gateway(request).documents
 
 
+def _graph(request: Request) -> GraphService:
+    return _gateway(request).graph
+
+
 Serving = Annotated[OpenAIServing, Depends(_serving)]
 Generation = Annotated[GenerationService, Depends(_generation)]
 Sessions = Annotated[SessionService, Depends(_sessions)]
@@ -111,3 +117,4 @@ Registry = Annotated[CollectorRegistry, Depends(_registry)]
 MonitorDep = Annotated[Monitor | None, Depends(_monitor)]
 Pipelines = Annotated[PipelineService, Depends(_pipelines)]
 Documents = Annotated[DocumentService, Depends(_documents)]
+Graph = Annotated[GraphService, Depends(_graph)]

@@ -27,6 +27,7 @@ from moltbot.models.package import PackageKeyError
 from moltbot.models.registry import RegistryError
 from moltbot.models.store import StoreError, UnknownModelError
 from moltbot.services.documents import DocumentNotFoundError
+from moltbot.services.graph import NodeNotFoundError
 from moltbot.services.responses import ResponseNotFoundError
 from moltbot.services.sessions import SessionNotFoundError
 from moltbot.storage.errors import StorageBusyError, StorageError, StorageFullError
@@ -102,6 +103,8 @@ def from_error(exc: MoltbotError) -> APIError:
         return APIError(400, exc.message, param=exc.param, code=exc.code)
     if isinstance(exc, ResponseNotFoundError):
         return APIError(404, exc.message, param=exc.param, code="response_not_found")
+    if isinstance(exc, NodeNotFoundError):
+        return APIError(404, exc.message, param=exc.param, code="node_not_found")
     if isinstance(exc, DocumentNotFoundError):
         return APIError(404, exc.message, param=exc.param, code="document_not_found")
     if isinstance(exc, SessionNotFoundError):

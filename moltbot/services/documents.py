@@ -6,7 +6,8 @@ The job runs in the background, one document at a time (OCR takes a core): the p
 through the worker (runner.py: text layer or OCR, each page bounded in time and memory), each page is
 stored as it arrives, then the document's pipeline (moltbot/pipelines) makes its chunks, then the
 instruct model summarizes it (services/summaries.py; an error there is recorded in the summary and
-the document is still done). The state is
+the document is still done), then its entities and relations go into the owner's knowledge graph
+(services/graph.py). The state is
 in the database, so a server stopped mid-job resumes after the last stored page when it starts again;
 a page that fails is recorded as failed and the others go on.
 """
@@ -30,6 +31,7 @@ from moltbot.documents import runner
 from moltbot.documents.extract import _TESSDATA_DIRS
 from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.pipelines import PRESETS, Document
+from moltbot.services.graph import GraphService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.summaries import Summarizer
 from moltbot.storage.documents import ChunkRow, DocumentRepository, DocumentRow, PageRow
@@ -89,8 +91,10 @@ class DocumentService:
         pipelines: PipelineService,
         limits: DocumentLimits,
         summarizer: Summarizer | None = None,
+        graph: GraphService | None = None,
     ) -> None:
         self.repository = repository
+        self.graph = graph  # None: documents are not read into the knowledge graph
         self.pipelines = pipelines
         self.limits = limits
         self.summarizer = summarizer  # None: documents get no summary
@@ -312,6 +316,15 @@ class DocumentService:
             if summary is None:
                 return
             self.repository.set_summary(document_id, summary)
+        if failed < len(pages) and self.graph is not None:
+            self.repository.set_state(document_id, status="running", stage="graph")
+            self._notify_from_thread()
+            facts = self.repository.summary(document_id) or {"error": "no summary"}
+            title = str(facts.get("title") or row.name)
+            nodes, edges = self.graph.add_document(
+                row.key_id, document_id, title, [(p.page, p.text or "") for p in pages], facts
+            )
+            log.info("document %s: %d new graph nodes, %d edges", document_id, nodes, edges)
         if failed == len(pages):
             first = next((p.error for p in pages if p.error), "no page could be read")
             self.repository.set_state(

@@ -44,10 +44,20 @@ MAP_SCHEMA: dict[str, Any] = {
                 "required": ["text", "page"],
             },
         },
+        "affiliations": {
+            "type": "array",
+            "maxItems": 12,
+            "items": {
+                "type": "object",
+                "properties": {"person": {"type": "string"}, "organization": {"type": "string"}},
+                "required": ["person", "organization"],
+            },
+        },
         "methods": _LIST,
         "datasets": _LIST,
+        "baselines": _LIST,
     },
-    "required": ["title", "authors", "findings", "methods", "datasets"],
+    "required": ["title", "authors", "affiliations", "findings", "methods", "datasets", "baselines"],
 }
 ABSTRACT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -76,6 +86,8 @@ class Summary:
     key_findings: list[dict[str, Any]] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    affiliations: list[dict[str, str]] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=list)
     model: str = ""
     seconds: float = 0.0
     windows: int = 0
@@ -90,6 +102,8 @@ class Summary:
             "key_findings": self.key_findings,
             "methods": self.methods,
             "datasets": self.datasets,
+            "affiliations": self.affiliations,
+            "baselines": self.baselines,
             "model": self.model,
             "seconds": round(self.seconds, 2),
             "windows": self.windows,
@@ -183,6 +197,8 @@ class Summarizer:
         authors: list[str] = []
         methods: list[str] = []
         datasets: list[str] = []
+        baselines: list[str] = []
+        affiliations: list[dict[str, str]] = []
         findings: list[dict[str, Any]] = []
         for group in groups:
             text = "\n\n".join(f"[page {n}]\n{t}" for n, t in group)
@@ -192,6 +208,12 @@ class Summarizer:
             authors += [a for a in found.get("authors", []) if isinstance(a, str) and a.strip() in text]
             methods += [m for m in found.get("methods", []) if isinstance(m, str)]
             datasets += [d for d in found.get("datasets", []) if isinstance(d, str)]
+            baselines += [b for b in found.get("baselines", []) if isinstance(b, str)]
+            for pair in found.get("affiliations", []):
+                if isinstance(pair, dict) and all(isinstance(pair.get(k), str) for k in ("person", "organization")):
+                    affiliations.append(
+                        {"person": pair["person"].strip(), "organization": pair["organization"].strip()}
+                    )
             window_pages = [n for n, _ in group]
             for item in found.get("findings", []):
                 if not isinstance(item, dict) or not str(item.get("text", "")).strip():
@@ -204,6 +226,8 @@ class Summarizer:
         summary.authors = _unique(authors, 24)
         summary.methods = _unique(methods, 16)
         summary.datasets = _unique(datasets, 16)
+        summary.baselines = _unique(baselines, 16)
+        summary.affiliations = list({(a["person"], a["organization"]): a for a in affiliations}.values())[:24]
         merged: dict[str, dict[str, Any]] = {}
         for finding in findings:
             key = " ".join(sorted(set(re.findall(r"\w+", finding["text"].casefold()))))

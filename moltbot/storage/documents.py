@@ -16,6 +16,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 
 from moltbot.storage.crypto import Vault
 from moltbot.storage.database import guarded_writing
+from moltbot.storage.graph import remove_document_graph
 from moltbot.storage.schema import document_chunks, document_files, document_pages, documents
 
 ACTIVE = ("queued", "running")
@@ -166,6 +167,7 @@ class DocumentRepository:
             ).first()
             if owned is None:
                 return False
+            remove_document_graph(conn, key_id, document_id)
             for table in (document_chunks, document_pages, document_files):
                 conn.execute(delete(table).where(table.c.document_id == document_id))
             conn.execute(delete(documents).where(documents.c.id == document_id))

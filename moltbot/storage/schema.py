@@ -163,6 +163,38 @@ document_chunks = Table(
     Index("ix_document_chunks_document", "document_id", "idx", unique=True),
 )
 
+# The knowledge graph, per owner: entities (nodes: name and aliases sealed) and relations (edges) with
+# their provenance (the document, page and character span they were read from). A document's edges go
+# with it; a node goes when no edge refers to it. `document_id` on a node marks the document's own node.
+graph_nodes = Table(
+    "graph_nodes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("type", String(32), nullable=False),  # document | person | organization | place | method | dataset
+    Column("name", LargeBinary, nullable=False),
+    Column("aliases", LargeBinary, nullable=False),  # JSON list of other surface forms
+    Column("document_id", String(40), ForeignKey("documents.id", ondelete="CASCADE"), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_graph_nodes_owner_type", "key_id", "type"),
+)
+
+graph_edges = Table(
+    "graph_edges",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("source", String(40), ForeignKey("graph_nodes.id", ondelete="CASCADE"), nullable=False),
+    Column("relation", String(32), nullable=False),
+    Column("target", String(40), ForeignKey("graph_nodes.id", ondelete="CASCADE"), nullable=False),
+    Column("document_id", String(40), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column("page", Integer, nullable=True),
+    Column("start", Integer, nullable=True),
+    Column("stop", Integer, nullable=True),
+    Index("ix_graph_edges_owner", "key_id"),
+    Index("ix_graph_edges_document", "document_id"),
+)
+
 # Columns holding AES-256-GCM ciphertexts (storage/crypto.py): (table, id column, columns). A data-key
 # rotation re-encrypts each, REENCRYPT_BATCH rows per transaction (500 unless named: originals are large).
 ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
@@ -173,5 +205,6 @@ ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
     (document_files, "document_id", ("content",)),
     (document_pages, "id", ("text",)),
     (document_chunks, "id", ("text",)),
+    (graph_nodes, "id", ("name", "aliases")),
 ]
 REENCRYPT_BATCH: dict[str, int] = {"document_files": 2}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import networkx
 import pytest
 
 from tests.helpers import (
@@ -251,23 +252,33 @@ def test_a_server_killed_mid_job_resumes_without_repeating_pages(make_data_dir: 
         assert all(f"topic number {p['page']}" in " ".join(p["text"].split()) for p in texts)
 
 
-def test_a_summary_by_the_instruct_model_cites_its_pages(make_data_dir: Callable[..., Path]) -> None:
+@pytest.fixture(scope="module")
+def instruct(make_data_dir: Callable[..., Path]) -> Iterator[httpx.Client]:
+    """A server whose chat model is the bundled 0.5B instruct model: summaries and graph facts."""
     env = {"MOLTBOT_MODELS": json.dumps([INSTRUCT_MODEL, EMBEDDING_MODEL])}
+    with running_server(make_data_dir("documents-instruct"), env) as srv:
+        srv.wait_for_key(time.monotonic() + START_TIMEOUT_S)
+        with srv.client(create_key(srv.data_dir, "documents", name="instruct")) as client:
+            yield client
+
+
+def upload_text(client: httpx.Client, pages: list[str], name: str = "paper.txt") -> dict[str, Any]:
+    response = client.post("/v1/documents", files={"file": (name, "\f".join(pages).encode(), "text/plain")})
+    assert response.status_code == 202, response.text
+    done = wait_done(client, response.json()["id"])
+    assert done["status"] == "done", done
+    return done
+
+
+def test_a_summary_by_the_instruct_model_cites_its_pages(instruct: httpx.Client) -> None:
     pages = [
         "Sparse Retrieval for Scientific Papers\n\nAlice Smith and Bob Jones\n\nWe present a sparse retrieval "
         "model. On the SciDocs benchmark it reaches a recall of 84.2 percent, 6.5 points above BM25.",
         "The model is trained for 12 epochs on 3 million abstracts. Training takes 9 hours on one GPU. "
         "An ablation shows that query expansion adds 2.1 points of recall.",
     ]
-    with running_server(make_data_dir("documents-summary"), env) as srv:
-        srv.wait_for_key(time.monotonic() + START_TIMEOUT_S)
-        with srv.client(create_key(srv.data_dir, "documents", name="summary")) as client:
-            response = client.post(
-                "/v1/documents", files={"file": ("paper.txt", "\f".join(pages).encode(), "text/plain")}
-            )
-            assert response.status_code == 202, response.text
-            assert wait_done(client, response.json()["id"])["status"] == "done"
-            summary = client.get(f"/v1/documents/{response.json()['id']}/summary").json()
+    done = upload_text(instruct, pages)
+    summary = instruct.get(f"/v1/documents/{done['id']}/summary").json()
     assert "error" not in summary, summary
     assert summary["model"] == INSTRUCT_MODEL and summary["windows"] == 1
     assert summary["key_findings"] and summary["abstract"], json.dumps(summary)
@@ -276,3 +287,51 @@ def test_a_summary_by_the_instruct_model_cites_its_pages(make_data_dir: Callable
             assert any(number in pages[page - 1] for page in finding["pages"]), (finding, pages)
     for number in re.findall(r"\d+(?:\.\d+)?", summary["abstract"]):
         assert number in " ".join(pages), summary["abstract"]
+
+
+def test_documents_share_entities_in_one_graph(instruct: httpx.Client) -> None:
+    first = upload_text(
+        instruct,
+        [
+            "Graph Methods\n\nIngrid Halvorsen, Stanford University\n\nIngrid Halvorsen studied graph attention "
+            "networks in Boston and evaluated them on the Cora dataset."
+        ],
+        "first.txt",
+    )
+    second = upload_text(
+        instruct,
+        [
+            "Retrieval at Scale\n\nCarlos Diaz, Stanford University\n\nCarlos Diaz thanks Ingrid Halvorsen for her "
+            "advice. The work was done in Boston."
+        ],
+        "second.txt",
+    )
+    people = instruct.get("/v1/graph/nodes", params={"q": "ingrid halvorsen", "type": "person"}).json()["data"]
+    assert len(people) == 1, people  # one node for both documents
+    ingrid = people[0]
+    detail = instruct.get(f"/v1/graph/nodes/{ingrid['id']}").json()
+    documents = {e["provenance"]["document_id"] for e in detail["edges"]}
+    assert documents == {first["id"], second["id"]}
+    assert all(e["provenance"]["page"] == 1 for e in detail["edges"])
+    nodes = {
+        n["document_id"]: n["id"] for n in instruct.get("/v1/graph/nodes", params={"type": "document"}).json()["data"]
+    }
+    path = instruct.get("/v1/graph/path", params={"source": nodes[first["id"]], "target": nodes[second["id"]]}).json()
+    assert path["length"] == 2 and path["nodes"][0]["type"] == "document" and path["nodes"][-1]["type"] == "document"
+
+    exported = instruct.get("/v1/graph/export", params={"format": "graphml"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("application/graphml+xml")
+    graph = networkx.read_graphml(io.BytesIO(exported.content))
+    assert ingrid["id"] in graph and graph.nodes[ingrid["id"]]["type"] == "person"
+    sub = instruct.get("/v1/graph/subgraph", params={"document_id": first["id"]}).json()
+    assert {e["provenance"]["document_id"] for e in sub["edges"]} == {first["id"]}
+
+    assert instruct.delete(f"/v1/documents/{second['id']}").status_code == 200
+    both = {"format": "json", "document_id": [first["id"], second["id"]]}
+    left = instruct.get("/v1/graph/export", params=both).json()
+    assert {e["provenance"]["document_id"] for e in left["edges"]} == {first["id"]}
+    assert nodes[second["id"]] not in {n["id"] for n in left["nodes"]}
+    carlos = instruct.get("/v1/graph/nodes", params={"q": "carlos diaz"}).json()["data"]
+    assert carlos == []  # only the deleted document had him: his node went with it
+    assert instruct.get("/v1/graph/nodes/node_" + "0" * 24).status_code == 404
+    assert instruct.get("/v1/graph/nodes", params={"type": "planet"}).status_code == 400

@@ -30,6 +30,7 @@ PARAMS = {
     "session_id": "sess_" + "0" * 24,
     "response_id": "resp_" + "0" * 24,
     "document_id": "doc_" + "0" * 24,
+    "node_id": "node_" + "0" * 24,
     "name": CHAT_MODEL,
 }
 

@@ -68,9 +68,39 @@ def upgrade() -> None:
         sa.Column("text", sa.LargeBinary, nullable=False),
     )
     op.create_index("ix_document_chunks_document", "document_chunks", ["document_id", "idx"], unique=True)
+    op.create_table(
+        "graph_nodes",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("key_id", sa.String(32), sa.ForeignKey("api_keys.id"), nullable=False),
+        sa.Column("type", sa.String(32), nullable=False),
+        sa.Column("name", sa.LargeBinary, nullable=False),
+        sa.Column("aliases", sa.LargeBinary, nullable=False),
+        sa.Column("document_id", sa.String(40), sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_graph_nodes_owner_type", "graph_nodes", ["key_id", "type"])
+    op.create_table(
+        "graph_edges",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("key_id", sa.String(32), sa.ForeignKey("api_keys.id"), nullable=False),
+        sa.Column("source", sa.String(40), sa.ForeignKey("graph_nodes.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("relation", sa.String(32), nullable=False),
+        sa.Column("target", sa.String(40), sa.ForeignKey("graph_nodes.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("document_id", sa.String(40), sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("page", sa.Integer, nullable=True),
+        sa.Column("start", sa.Integer, nullable=True),
+        sa.Column("stop", sa.Integer, nullable=True),
+    )
+    op.create_index("ix_graph_edges_owner", "graph_edges", ["key_id"])
+    op.create_index("ix_graph_edges_document", "graph_edges", ["document_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_graph_edges_document", table_name="graph_edges")
+    op.drop_index("ix_graph_edges_owner", table_name="graph_edges")
+    op.drop_table("graph_edges")
+    op.drop_index("ix_graph_nodes_owner_type", table_name="graph_nodes")
+    op.drop_table("graph_nodes")
     op.drop_index("ix_document_chunks_document", table_name="document_chunks")
     op.drop_table("document_chunks")
     op.drop_index("ix_document_pages_document", table_name="document_pages")
