@@ -9,7 +9,8 @@ degraded like scans (skew up to 1.5 degrees, blur, speckle, JPEG at quality 60-8
 image-only PDFs; a Chinese paper is typeset in WenQuanYi Micro Hei (Debian's fonts-wqy-microhei).
 Summaries are made by the instruct model (--model, the 1.5B by default): key-fact recall (the
 accuracy, the gain, the dataset and the method of each English paper) and numbers in the summary
-that are not in the source. Entities and relations are not built yet, so they have no columns.
+that are not in the source. Entities: precision over the people and organisations in the paper's graph
+and recall of its authors, institute, method and dataset; relations: authored_by precision and recall.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class Paper:
     dpi: int
     pdf: bytes = b""
     facts: list[str] = field(default_factory=list)  # what a summary should hold
+    entities: dict[str, set[str]] = field(default_factory=dict)  # type -> names printed in the paper
+    authored_by: set[str] = field(default_factory=set)
 
 
 def english_paper(seed: int, pages: int, dpi: int) -> Paper:
@@ -103,7 +106,9 @@ def english_paper(seed: int, pages: int, dpi: int) -> Paper:
             ]
             paragraphs.append(" ".join(sentences))
         texts.append("\n\n".join(paragraphs))
-    return Paper(f"en-{dpi}dpi-{seed}", "eng", texts, dpi, facts=[str(accuracy), str(gain), dataset, method])
+    entities = {"person": set(authors), "organization": {org}, "method": {method}, "dataset": {dataset}}
+    facts = [str(accuracy), str(gain), dataset, method]
+    return Paper(f"en-{dpi}dpi-{seed}", "eng", texts, dpi, facts=facts, entities=entities, authored_by=set(authors))
 
 
 def chinese_paper(seed: int, pages: int, dpi: int) -> Paper:
@@ -230,6 +235,8 @@ def run_server_set(server: Server, key: str, papers: list[Paper]) -> list[dict[s
             )
             source_numbers = numbers(" ".join(paper.pages))
             invented = sorted(numbers(said) - source_numbers)
+            graph = client.get("/v1/graph/subgraph", params={"document_id": document_id}).json()
+            scores = entity_scores(paper, graph)
             rows.append(
                 {
                     "paper": paper.name,
@@ -246,6 +253,7 @@ def run_server_set(server: Server, key: str, papers: list[Paper]) -> list[dict[s
                         else None
                     ),
                     "invented_numbers": invented,
+                    **scores,
                     "end_to_end_s": upload_s + stages["end"],
                     "page_s": statistics.mean(page_seconds),
                     "worker_cpu_s": sum(watch.cpu.values()),
@@ -297,6 +305,32 @@ def compare_ocr_paths(images: list[Image.Image], truths: list[str], dpi: int) ->
     return results
 
 
+def entity_scores(paper: Paper, graph: dict[str, Any]) -> dict[str, Any]:
+    """Entity precision and recall over the types the paper's truth names (people and organisations
+    found anywhere count against precision; methods and datasets only for recall), and authored_by."""
+    if not paper.entities:
+        return {"entity_p": None, "entity_r": None, "relation_p": None, "relation_r": None}
+    found: dict[str, set[str]] = {}
+    for node in graph["nodes"]:
+        found.setdefault(node["type"], set()).update(n.casefold() for n in (node["name"], *node["aliases"]))
+    truth = {t: {n.casefold() for n in names} for t, names in paper.entities.items()}
+    hits = sum(len(names & found.get(t, set())) for t, names in truth.items())
+    recall = hits / sum(len(names) for names in truth.values())
+    judged = [n for n in graph["nodes"] if n["type"] in ("person", "organization")]
+    correct = sum(1 for n in judged if n["name"].casefold() in truth.get(n["type"], set()))
+    precision = correct / len(judged) if judged else 0.0
+    names = {n["id"]: n["name"] for n in graph["nodes"]}
+    authored = {names.get(e["target"], "").casefold() for e in graph["edges"] if e["relation"] == "authored_by"}
+    wanted = {a.casefold() for a in paper.authored_by}
+    relation_p = len(authored & wanted) / len(authored) if authored else 0.0
+    return {
+        "entity_p": precision,
+        "entity_r": recall,
+        "relation_p": relation_p,
+        "relation_r": len(authored & wanted) / len(wanted),
+    }
+
+
 def numbers(text: str) -> set[str]:
     return {n.rstrip(".,") for n in re.findall(r"\d+(?:[.,]\d+)*", text)}
 
@@ -335,7 +369,7 @@ def main() -> None:
     header = (
         f"{'set':<14}{'papers':>7}{'pages':>6}{'s/page':>8}{'extract s':>10}{'preproc s':>10}{'summary s':>10}"
         f"{'e2e s/10p':>10}{'cpu s/page':>11}{'char acc':>9}{'min acc':>8}{'peak RSS MB':>12}{'facts':>7}"
-        f"{'invented':>9}"
+        f"{'invented':>9}{'ent P':>7}{'ent R':>7}{'rel P':>7}{'rel R':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -357,6 +391,10 @@ def main() -> None:
             f"{max(r['worker_peak_rss_mb'] for r in members):>12.0f}"
             f"{_mean_or_dash([r['fact_recall'] for r in members]):>7}"
             f"{sum(len(r['invented_numbers']) for r in members):>9}"
+            f"{_mean_or_dash([r['entity_p'] for r in members]):>7}"
+            f"{_mean_or_dash([r['entity_r'] for r in members]):>7}"
+            f"{_mean_or_dash([r['relation_p'] for r in members]):>7}"
+            f"{_mean_or_dash([r['relation_r'] for r in members]):>7}"
         )
     print()
     print("OCR path, the same 5 English 300-dpi pages (despeckled), one core each:")

@@ -56,7 +56,7 @@ from moltbot.gateway.routes import (
 )
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.bundled import BY_ID as BUNDLED
-from moltbot.models.bundled import install_bundled
+from moltbot.models.bundled import MINILM, install_bundled
 from moltbot.models.manager import ModelManager, WorkerFactory
 from moltbot.models.package import ModelKeys, decrypt_version, sweep_decrypted, wipe
 from moltbot.models.store import ModelFormat, ModelSource, ModelStore, external_source
@@ -65,6 +65,7 @@ from moltbot.monitor.notify import LogNotifier, Notifier, WebhookNotifier
 from moltbot.monitor.rules import load_rules
 from moltbot.monitor.sampler import ResourceSampler
 from moltbot.monitor.service import Monitor
+from moltbot.services.ask import AskService
 from moltbot.services.documents import DocumentLimits, DocumentService
 from moltbot.services.generation import GenerationService
 from moltbot.services.graph import GraphService
@@ -287,7 +288,16 @@ def create_app(services: Services) -> FastAPI:
         ),
     )
     graph_service = GraphService(services.graph)
-    document_service = DocumentService(services.documents, pipeline_service, document_limits, summarizer, graph_service)
+    asker = AskService(
+        generation,
+        services.documents,
+        services.graph,
+        settings.document_embedding_model or MINILM,
+        settings.document_model or services.runtime.default_model,
+    )
+    document_service = DocumentService(
+        services.documents, pipeline_service, document_limits, summarizer=summarizer, graph=graph_service, asker=asker
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

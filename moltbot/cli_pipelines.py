@@ -52,22 +52,25 @@ def cmd_steps(args: argparse.Namespace, table: Table) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace, _table: Table) -> int:
+def _checked(spec: str) -> Pipeline | None:
     try:
-        pipeline = _pipeline(args.pipeline)
+        return _pipeline(spec)
     except InvalidRequestError as exc:
         _err(f"invalid{_where(exc)}: {exc.message}")
+        return None
+
+
+def cmd_validate(args: argparse.Namespace, _table: Table) -> int:
+    pipeline = _checked(args.pipeline)
+    if pipeline is None:
         return 1
-    steps = [{"step": s.name, **s.options.model_dump(mode="json")} for s in pipeline.steps]
-    _out(json.dumps({"valid": True, "name": pipeline.name, "steps": steps}, indent=1, ensure_ascii=False))
+    _out(json.dumps({"valid": True, **pipeline.describe()}, indent=1, ensure_ascii=False))
     return 0
 
 
 def cmd_run(args: argparse.Namespace, _table: Table) -> int:
-    try:
-        pipeline = _pipeline(args.pipeline)
-    except InvalidRequestError as exc:
-        _err(f"invalid{_where(exc)}: {exc.message}")
+    pipeline = _checked(args.pipeline)
+    if pipeline is None:
         return 1
     source = sys.stdin.buffer if args.input == "-" else Path(args.input).open("rb")  # noqa: SIM115
     with source:

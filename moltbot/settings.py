@@ -149,6 +149,7 @@ class Settings(BaseSettings):
     document_page_timeout_s: float = Field(default=180.0, gt=0, le=3600)
     document_model: str | None = Field(default=None, max_length=200)  # summaries; default: the chat model
     document_summaries: bool = True
+    document_embedding_model: str | None = Field(default=None, max_length=200)  # retrieval; default all-MiniLM
     # Per API key (0 turns one off), and failed authentications per client address.
     rate_limit_rpm: int = Field(default=1200, ge=0)
     rate_limit_tpm: int = Field(default=200_000, ge=0)

@@ -73,6 +73,7 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/pipelines/run": KeyScope.DOCUMENTS,
     # Documents
     "/v1/documents": KeyScope.DOCUMENTS,
+    "/v1/documents/ask": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/events": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/pages": KeyScope.DOCUMENTS,

@@ -305,3 +305,15 @@ class PipelineRunRequest(PipelineValidateRequest):
 
     text: str | None = Field(default=None, max_length=4_000_000)
     pages: list[Annotated[str, Field(max_length=400_000)]] | None = Field(default=None, max_length=2000)
+
+
+class DocumentAskRequest(BaseModel):
+    """POST /v1/documents/ask: a question over the key's documents (all, or those named)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str = Field(min_length=1, max_length=2000)
+    document_ids: list[Annotated[str, Field(pattern=r"^doc_[0-9a-f]{24}$")]] | None = Field(
+        default=None, max_length=200
+    )
+    top_k: int = Field(default=6, ge=1, le=12)

@@ -177,6 +177,14 @@ class Pipeline:
     steps: tuple[Step[Any], ...]
     definition: dict[str, Any]
 
+    def describe(self) -> dict[str, Any]:
+        """The definition with every option spelled out (defaults filled in)."""
+        return {
+            "name": self.name,
+            "description": self.definition.get("description", ""),
+            "steps": [{"step": step.name, **step.options.model_dump(mode="json")} for step in self.steps],
+        }
+
     def run(self, doc: Document) -> tuple[Document, list[StepReport]]:
         reports = []
         for step in self.steps:

@@ -20,10 +20,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -31,6 +31,7 @@ from moltbot.documents import runner
 from moltbot.documents.extract import _TESSDATA_DIRS
 from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.pipelines import PRESETS, Document
+from moltbot.services.ask import AskService
 from moltbot.services.graph import GraphService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.summaries import Summarizer
@@ -38,6 +39,7 @@ from moltbot.storage.documents import ChunkRow, DocumentRepository, DocumentRow,
 
 log = logging.getLogger(__name__)
 _MAX_NAME = 255
+T = TypeVar("T")
 
 
 class DocumentNotFoundError(MoltbotError):
@@ -90,10 +92,13 @@ class DocumentService:
         repository: DocumentRepository,
         pipelines: PipelineService,
         limits: DocumentLimits,
+        *,
         summarizer: Summarizer | None = None,
         graph: GraphService | None = None,
+        asker: AskService | None = None,
     ) -> None:
         self.repository = repository
+        self.asker = asker  # None: chunks are not embedded, questions cannot be asked
         self.graph = graph  # None: documents are not read into the knowledge graph
         self.pipelines = pipelines
         self.limits = limits
@@ -250,20 +255,46 @@ class DocumentService:
                 self._rate.pop(document_id, None)
                 await self._notify()
 
-    def _summarize(self, pages: list[tuple[int, str]], cancelled: threading.Event) -> dict[str, Any] | None:
-        """The summary (run on the event loop, where the generation service lives), or {"error": ...};
-        None when the job is cancelled meanwhile."""
-        assert self.summarizer is not None and self._loop is not None  # noqa: S101 - checked by the caller
-        future = asyncio.run_coroutine_threadsafe(self.summarizer.summarize(pages), self._loop)
+    def _on_loop(self, work: Coroutine[Any, Any, T], cancelled: threading.Event) -> T | None:
+        """Run `work` on the event loop (where the generation service lives) from the job's thread;
+        None when the job is cancelled meanwhile. Its errors are raised here."""
+        assert self._loop is not None  # noqa: S101 - set by start()
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
         while True:
             try:
-                return future.result(timeout=0.5).to_json()
+                return future.result(timeout=0.5)
             except concurrent.futures.TimeoutError:
                 if cancelled.is_set():
                     future.cancel()
                     return None
-            except MoltbotError as exc:
-                return {"error": exc.message}
+
+    def _summarize(self, pages: list[tuple[int, str]], cancelled: threading.Event) -> dict[str, Any] | None:
+        """The summary, or {"error": ...}; None when the job is cancelled meanwhile."""
+        assert self.summarizer is not None  # noqa: S101 - checked by the caller
+        try:
+            summary = self._on_loop(self.summarizer.summarize(pages), cancelled)
+        except MoltbotError as exc:
+            return {"error": exc.message}
+        return None if summary is None else summary.to_json()
+
+    def _index(self, document_id: str, chunks: list[ChunkRow], cancelled: threading.Event) -> bool:
+        """Embed the chunks for questions over the documents; False when cancelled. A model that cannot
+        embed leaves the document unsearchable (logged), not failed."""
+        assert self.asker is not None  # noqa: S101 - checked by the caller
+        try:
+            vectors = self._on_loop(self.asker.embed([c.text for c in chunks]), cancelled)
+        except MoltbotError as exc:
+            log.warning("document %s: chunks not embedded: %s", document_id, exc.message)
+            return True
+        if vectors is None:
+            return False
+        self.repository.set_embeddings(document_id, {c.index: v for c, v in zip(chunks, vectors, strict=True)})
+        return True
+
+    async def ask(self, owner: str, question: str, document_ids: list[str] | None, top_k: int) -> dict[str, Any]:
+        if self.asker is None:
+            raise InvalidRequestError("questions over the documents are turned off on this server")
+        return await self.asker.ask(owner, question, document_ids, top_k)
 
     async def summary(self, owner: str, document_id: str) -> dict[str, Any] | None:
         row = await self.get(owner, document_id)
@@ -308,6 +339,11 @@ class DocumentService:
         if cancelled.is_set() or self.repository.get(None, document_id) is None:
             return
         self.repository.replace_chunks(document_id, chunks)
+        if chunks and self.asker is not None:
+            self.repository.set_state(document_id, status="running", stage="index")
+            self._notify_from_thread()
+            if not self._index(document_id, chunks, cancelled):
+                return
         failed = sum(1 for p in pages if p.error)
         if failed < len(pages) and self.summarizer is not None:
             self.repository.set_state(document_id, status="running", stage="summarize")

@@ -57,14 +57,6 @@ class PipelineService:
         raw = pipeline if pipeline is not None else parse_definition_text(pipeline_yaml or "")
         return self.registry.build(raw)
 
-    def describe(self, pipeline: Pipeline) -> dict[str, Any]:
-        """The definition with every option spelled out (defaults filled in)."""
-        return {
-            "name": pipeline.name,
-            "description": pipeline.definition.get("description", ""),
-            "steps": [{"step": step.name, **step.options.model_dump(mode="json")} for step in pipeline.steps],
-        }
-
     async def run(self, pipeline: Pipeline, text: str | None, pages: list[str] | None) -> PipelineRun:
         if (text is None) == (pages is None):
             raise InvalidRequestError("give exactly one of `text` and `pages`")

@@ -12,6 +12,7 @@ document does not hold is dropped. What was dropped is counted in the summary.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -26,6 +27,7 @@ from moltbot.services.generation import ChatRequest, GenerationService, OutputFo
 WINDOW_CHARS = 4000
 MAX_WINDOWS = 24
 MAX_ABSTRACT_SENTENCES = 5
+MAP_CONCURRENCY = 4
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -200,9 +202,8 @@ class Summarizer:
         baselines: list[str] = []
         affiliations: list[dict[str, str]] = []
         findings: list[dict[str, Any]] = []
-        for group in groups:
-            text = "\n\n".join(f"[page {n}]\n{t}" for n, t in group)
-            found = await self._ask(MAP_PROMPT.format(text=text), MAP_SCHEMA)
+        texts = ["\n\n".join(f"[page {n}]\n{t}" for n, t in group) for group in groups]
+        for group, text, found in zip(groups, texts, await self._read(texts), strict=True):
             if not summary.title and isinstance(found.get("title"), str) and found["title"].strip():
                 summary.title = " ".join(found["title"].split())
             authors += [a for a in found.get("authors", []) if isinstance(a, str) and a.strip() in text]
@@ -240,6 +241,17 @@ class Summarizer:
             await self._abstract(summary, document_numbers)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    async def _read(self, texts: list[str]) -> list[dict[str, Any]]:
+        """The map step over every window at once: the engine batches their decoding (continuous
+        batching), which on a CPU gives more tokens per second than one sequence at a time."""
+        gate = asyncio.Semaphore(MAP_CONCURRENCY)
+
+        async def read(text: str) -> dict[str, Any]:
+            async with gate:
+                return await self._ask(MAP_PROMPT.format(text=text), MAP_SCHEMA)
+
+        return list(await asyncio.gather(*(read(text) for text in texts)))
 
     async def _abstract(self, summary: Summary, document_numbers: set[str]) -> None:
         """The abstract from the merged findings; sentences cut off or holding a number the document

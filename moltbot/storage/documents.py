@@ -301,18 +301,44 @@ class DocumentRepository:
             if values:
                 conn.execute(insert(document_chunks), values)
 
+    def set_embeddings(self, document_id: str, vectors: dict[int, bytes]) -> None:
+        """Each chunk's embedding (float32 bytes), by chunk index."""
+        with guarded_writing(self._engine) as conn:
+            for index, vector in vectors.items():
+                row_id = f"{document_id}/{index:06d}"
+                sealed = self._vault.encrypt(vector, "document_chunks", "embedding", row_id)
+                conn.execute(update(document_chunks).where(document_chunks.c.id == row_id).values(embedding=sealed))
+
+    def searchable(self, key_id: str, document_ids: list[str] | None) -> list[tuple[str, str, ChunkRow, bytes]]:
+        """The owner's finished documents' chunks with their embeddings: (document id, its name, chunk,
+        float32 vector bytes)."""
+        query = (
+            select(document_chunks, documents.c.name.label("document_name"))
+            .join(documents, documents.c.id == document_chunks.c.document_id)
+            .where(documents.c.key_id == key_id, documents.c.status == "done", document_chunks.c.embedding.is_not(None))
+        )
+        if document_ids is not None:
+            query = query.where(documents.c.id.in_(document_ids))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(document_chunks.c.document_id, document_chunks.c.idx)).all()
+        found = []
+        names: dict[str, str] = {}
+        for row in rows:
+            if row.document_id not in names:
+                names[row.document_id] = self._vault.decrypt_text(
+                    row.document_name, "documents", "name", row.document_id
+                )
+            chunk = self._chunk(row)
+            vector = self._vault.decrypt(row.embedding, "document_chunks", "embedding", row.id)
+            found.append((row.document_id, names[row.document_id], chunk, vector))
+        return found
+
     def chunks(self, document_id: str) -> list[ChunkRow]:
         query = select(document_chunks).where(document_chunks.c.document_id == document_id)
         with self._engine.connect() as conn:
             rows = conn.execute(query.order_by(document_chunks.c.idx)).all()
-        return [
-            ChunkRow(
-                row.idx,
-                row.page,
-                row.start,
-                row.stop,
-                row.tokens,
-                self._vault.decrypt_text(row.text, "document_chunks", "text", row.id),
-            )
-            for row in rows
-        ]
+        return [self._chunk(row) for row in rows]
+
+    def _chunk(self, row: Any) -> ChunkRow:
+        text = self._vault.decrypt_text(row.text, "document_chunks", "text", row.id)
+        return ChunkRow(row.idx, row.page, row.start, row.stop, row.tokens, text)

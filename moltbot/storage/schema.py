@@ -160,6 +160,7 @@ document_chunks = Table(
     Column("stop", Integer, nullable=False),
     Column("tokens", Integer, nullable=False),
     Column("text", LargeBinary, nullable=False),
+    Column("embedding", LargeBinary, nullable=True),  # float32 vector of the embedding model, sealed
     Index("ix_document_chunks_document", "document_id", "idx", unique=True),
 )
 
@@ -204,7 +205,7 @@ ENCRYPTED_COLUMNS: list[tuple[Table, str, tuple[str, ...]]] = [
     (documents, "id", ("name", "summary")),
     (document_files, "document_id", ("content",)),
     (document_pages, "id", ("text",)),
-    (document_chunks, "id", ("text",)),
+    (document_chunks, "id", ("text", "embedding")),
     (graph_nodes, "id", ("name", "aliases")),
 ]
 REENCRYPT_BATCH: dict[str, int] = {"document_files": 2}

@@ -335,3 +335,32 @@ def test_documents_share_entities_in_one_graph(instruct: httpx.Client) -> None:
     assert carlos == []  # only the deleted document had him: his node went with it
     assert instruct.get("/v1/graph/nodes/node_" + "0" * 24).status_code == 404
     assert instruct.get("/v1/graph/nodes", params={"type": "planet"}).status_code == 400
+
+
+def test_questions_are_answered_from_the_documents_with_citations(instruct: httpx.Client) -> None:
+    done = upload_text(
+        instruct,
+        [
+            "Field Report\n\nThe survey team counted the birds on the island of Tavolara.",
+            "On Tavolara the team counted 312 puffins and 45 gannets during the spring survey.",
+        ],
+        "report.txt",
+    )
+    asked = instruct.post("/v1/documents/ask", json={"question": "How many puffins were counted on Tavolara?"})
+    assert asked.status_code == 200, asked.text
+    answer = asked.json()
+    assert answer["found"] is True and answer["grounded"] is True and "312" in answer["answer"], answer
+    assert answer["citations"], answer
+    assert all(c["document_id"] == done["id"] for c in answer["citations"])
+    assert 2 in {c["page"] for c in answer["citations"]} and "312 puffins" in answer["citations"][0]["excerpt"]
+
+    unrelated = instruct.post("/v1/documents/ask", json={"question": "What is the boiling point of tungsten?"}).json()
+    assert unrelated["found"] is False and unrelated["answer"] == "not found in the documents"
+    assert unrelated["citations"] == []
+    elsewhere = instruct.post(
+        "/v1/documents/ask",
+        json={"question": "How many puffins were counted on Tavolara?", "document_ids": ["doc_" + "0" * 24]},
+    ).json()
+    assert elsewhere["found"] is False  # only the documents named are searched
+    bad = instruct.post("/v1/documents/ask", json={"question": "", "top_k": 50})
+    assert bad.status_code == 400

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from moltbot.gateway.auth import API_KEY_STATE
 from moltbot.gateway.deps import Documents
 from moltbot.gateway.errors import APIError
+from moltbot.gateway.schemas import DocumentAskRequest
 from moltbot.gateway.sse import event_stream, named_event
 
 router = APIRouter()
@@ -41,6 +42,11 @@ async def upload_document(
     data = await file.read(documents.limits.max_bytes + 1)
     body = await documents.upload(_owner(request), file.filename or "document", data, pipeline, languages)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/documents/{body['id']}"})
+
+
+@router.post("/v1/documents/ask")
+async def ask_documents(body: DocumentAskRequest, request: Request, documents: Documents) -> JSONResponse:
+    return JSONResponse(await documents.ask(_owner(request), body.question, body.document_ids, body.top_k))
 
 
 @router.get("/v1/documents")

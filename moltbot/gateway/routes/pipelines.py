@@ -27,7 +27,7 @@ async def list_steps(pipelines: Pipelines) -> JSONResponse:
 @router.post("/v1/pipelines/validate")
 async def validate_pipeline(body: PipelineValidateRequest, pipelines: Pipelines) -> JSONResponse:
     pipeline = pipelines.resolve(body.pipeline, body.pipeline_yaml)
-    return JSONResponse({"valid": True, "pipeline": pipelines.describe(pipeline)})
+    return JSONResponse({"valid": True, "pipeline": pipeline.describe()})
 
 
 @router.post("/v1/pipelines/run")

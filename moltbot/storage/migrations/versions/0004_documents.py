@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("stop", sa.Integer, nullable=False),
         sa.Column("tokens", sa.Integer, nullable=False),
         sa.Column("text", sa.LargeBinary, nullable=False),
+        sa.Column("embedding", sa.LargeBinary, nullable=True),
     )
     op.create_index("ix_document_chunks_document", "document_chunks", ["document_id", "idx"], unique=True)
     op.create_table(
