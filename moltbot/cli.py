@@ -1,4 +1,4 @@
-"""The `moltbot` command: serve, chat, models, pipeline, keys, sessions, alerts, ca, doctor."""
+"""The `moltbot` command: serve, chat, models, pipeline, docs, keys, sessions, alerts, ca, doctor."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.engine import make_url
 
-from moltbot import __version__, cli_models, cli_pipelines, endpoint, offline
+from moltbot import __version__, cli_documents, cli_models, cli_pipelines, endpoint, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
 from moltbot.monitor.rules import RulesError, load_rules
@@ -532,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_models.add_parser(sub, _table, _verify)
     cli_pipelines.add_parser(sub, _table)
+    cli_documents.add_parser(sub, _base_url, _verify)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key; the token is the last line printed")

@@ -20,7 +20,20 @@ from moltbot.storage.keys import KeyStore
 from moltbot.storage.keys import Scope as KeyScope
 
 # "/": Ollama's liveness probe (HEAD) and a redirect to the chat page; /ui*: the page's static files.
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz", "/", "/ui", "/ui/app.js", "/ui/app.css", "/favicon.ico"})
+PUBLIC_PATHS: Final = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/",
+        "/ui",
+        "/ui/app.js",
+        "/ui/app.css",
+        "/ui/graph",
+        "/ui/graph.js",
+        "/ui/vendor/cytoscape.min.js",
+        "/favicon.ico",
+    }
+)
 ANY_SCOPE: Final = None
 API_KEY_STATE: Final = "api_key"
 ROUTE_STATE: Final = "route"

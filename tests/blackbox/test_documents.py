@@ -24,6 +24,7 @@ from tests.helpers import (
     Server,
     create_key,
     require_tool,
+    run_cli,
     running_server,
 )
 from tests.scans import page_image, scanned_pdf
@@ -364,3 +365,25 @@ def test_questions_are_answered_from_the_documents_with_citations(instruct: http
     assert elsewhere["found"] is False  # only the documents named are searched
     bad = instruct.post("/v1/documents/ask", json={"question": "", "top_k": 50})
     assert bad.status_code == 400
+
+
+def test_a_folder_is_ingested_once_by_the_cli(client: httpx.Client, server: Server, tmp_path: Path) -> None:
+    folder = tmp_path / "inbox"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("First note about Lisbon.\fIts second page.")
+    (folder / "sub" / "b.txt").write_text("Second note about Porto.")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog")
+    (folder / "ignored.docx").write_bytes(b"not a supported suffix")
+    key = create_key(server.data_dir, "documents", name="ingest")
+    before = {d["id"] for d in client.get("/v1/documents", params={"limit": 200}).json()["data"]}
+    first = run_cli(server.data_dir, "docs", "ingest", str(folder), "--key", key, "--quiet")
+    assert first.returncode == 1, first.stderr  # one file refused
+    assert "2 documents done, 0 failed, 1 refused" in first.stderr and "broken.pdf: refused (400)" in first.stderr
+    with server.client(key) as mine:
+        listed = mine.get("/v1/documents").json()["data"]
+    assert sorted(d["name"] for d in listed) == ["a.txt", "b.txt"] and all(d["status"] == "done" for d in listed)
+    again = run_cli(server.data_dir, "docs", "ingest", str(folder), "--key", key, "--quiet")
+    assert "2 documents done, 0 failed, 1 refused" in again.stderr
+    with server.client(key) as mine:
+        assert len(mine.get("/v1/documents").json()["data"]) == 2  # nothing was sent twice
+    assert before == {d["id"] for d in client.get("/v1/documents", params={"limit": 200}).json()["data"]}

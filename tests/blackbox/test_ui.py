@@ -20,7 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, require_tool, running_server
+from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, require_tool, running_server
 
 WAIT_S = 120
 XSS_REPLY = (
@@ -170,3 +170,39 @@ def test_a_hostile_reply_executes_nothing(server: Server, browser: WebDriver) ->
     assert links == {"safe": "https://example.org/page"}  # the javascript: link stayed text
     assert body.find_element(By.CSS_SELECTOR, "pre code").text == "<b>code</b>"
     assert browser.execute_script("return window.__xss === undefined")
+
+
+def test_the_graph_page_draws_a_nodes_neighbourhood(server: Server, browser: WebDriver, tmp_path: Path) -> None:
+    key = create_key(server.data_dir, "documents", name="graph-ui")
+    text = "Ingrid Halvorsen of Stanford University met Carlos Diaz in Boston to discuss the survey."
+    with server.client(key) as client:
+        created = client.post("/v1/documents", files={"file": ("meeting.txt", text.encode(), "text/plain")})
+        assert created.status_code == 202, created.text
+        deadline = time.monotonic() + WAIT_S
+        while client.get(f"/v1/documents/{created.json()['id']}").json()["status"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    with httpx.Client(verify=server.verify, base_url=server.url) as http:
+        page = http.get("/ui/graph")
+        library = http.get("/ui/vendor/cytoscape.min.js")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert library.status_code == 200 and len(library.content) > 100_000
+    browser.get(f"{server.url}/ui/graph")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{server.url}/ui/graph")
+    _wait(browser, lambda d: d.find_element(By.ID, "signin").is_displayed(), "the sign-in form")
+    browser.find_element(By.ID, "key").send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    browser.find_element(By.ID, "query").send_keys("Ingrid")
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    _wait(browser, lambda d: "Ingrid Halvorsen" in d.find_element(By.ID, "results").text, "the search result")
+    browser.find_element(By.CSS_SELECTOR, "#results button").click()
+    _wait(browser, lambda d: d.execute_script("return window.moltbotGraph.nodes().length") >= 2, "the drawing")
+    labels = browser.execute_script("return window.moltbotGraph.nodes().map((n) => n.data('label'))")
+    assert "Ingrid Halvorsen" in labels and "meeting.txt" in labels
+    assert "mentions" in browser.find_element(By.ID, "details").text
+    artifacts = Path(os.environ.get("MOLTBOT_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(artifacts / "ui-graph.png"))
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

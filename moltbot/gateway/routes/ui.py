@@ -1,6 +1,7 @@
-"""The browser chat page: three static files shipped in the package (no CDN, nothing fetched at run
-time), open without a key (the page asks for one and keeps it in sessionStorage), served under a strict
-Content-Security-Policy: scripts and styles from this origin only, no inline script, no framing."""
+"""The browser chat page and the knowledge-graph page: static files shipped in the package (no CDN,
+nothing fetched at run time; Cytoscape.js is vendored under ui/vendor/), open without a key (the
+pages ask for one and keep it in sessionStorage), served under a strict Content-Security-Policy:
+scripts and styles from this origin only, no inline script, no framing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ FILES = {
     "/ui": ("index.html", "text/html; charset=utf-8"),
     "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/ui/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/ui/graph": ("graph.html", "text/html; charset=utf-8"),
+    "/ui/graph.js": ("graph.js", "text/javascript; charset=utf-8"),
+    "/ui/vendor/cytoscape.min.js": ("vendor/cytoscape.min.js", "text/javascript; charset=utf-8"),
 }
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -40,6 +44,21 @@ async def script() -> Response:
 @router.get("/ui/app.css", include_in_schema=False)
 async def style() -> Response:
     return _serve("/ui/app.css")
+
+
+@router.get("/ui/graph", include_in_schema=False)
+async def graph_page() -> Response:
+    return _serve("/ui/graph")
+
+
+@router.get("/ui/graph.js", include_in_schema=False)
+async def graph_script() -> Response:
+    return _serve("/ui/graph.js")
+
+
+@router.get("/ui/vendor/cytoscape.min.js", include_in_schema=False)
+async def cytoscape() -> Response:
+    return _serve("/ui/vendor/cytoscape.min.js")
 
 
 @router.get("/", include_in_schema=False)
