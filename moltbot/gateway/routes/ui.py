@@ -5,6 +5,7 @@ scripts and styles from this origin only, no inline script, no framing."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from fastapi import APIRouter
@@ -27,38 +28,17 @@ HEADERS = {"Content-Security-Policy": CSP}  # the other security headers are eve
 _CONTENT = {path: (resources.files("moltbot.gateway") / "ui" / name).read_bytes() for path, (name, _) in FILES.items()}
 
 
-def _serve(path: str) -> Response:
-    return Response(_CONTENT[path], media_type=FILES[path][1], headers=HEADERS)
+def _static(path: str) -> Callable[[], Awaitable[Response]]:
+    media_type = FILES[path][1]
+
+    async def serve() -> Response:
+        return Response(_CONTENT[path], media_type=media_type, headers=HEADERS)
+
+    return serve
 
 
-@router.get("/ui", include_in_schema=False)
-async def page() -> Response:
-    return _serve("/ui")
-
-
-@router.get("/ui/app.js", include_in_schema=False)
-async def script() -> Response:
-    return _serve("/ui/app.js")
-
-
-@router.get("/ui/app.css", include_in_schema=False)
-async def style() -> Response:
-    return _serve("/ui/app.css")
-
-
-@router.get("/ui/graph", include_in_schema=False)
-async def graph_page() -> Response:
-    return _serve("/ui/graph")
-
-
-@router.get("/ui/graph.js", include_in_schema=False)
-async def graph_script() -> Response:
-    return _serve("/ui/graph.js")
-
-
-@router.get("/ui/vendor/cytoscape.min.js", include_in_schema=False)
-async def cytoscape() -> Response:
-    return _serve("/ui/vendor/cytoscape.min.js")
+for _path in FILES:
+    router.add_api_route(_path, _static(_path), methods=["GET"], include_in_schema=False)
 
 
 @router.get("/", include_in_schema=False)
