@@ -151,16 +151,27 @@ class Source:
         return PageText(number, "ocr", text, confidence, time.perf_counter() - started)
 
 
+def tessdata_dir() -> Path:
+    """Where Tesseract's language data is: $TESSDATA_PREFIX, else Debian's folder."""
+    configured = os.environ.get("TESSDATA_PREFIX")
+    if configured:
+        return Path(configured)
+    return next((Path(d) for d in _TESSDATA_DIRS if Path(d).is_dir()), Path(_TESSDATA_DIRS[0]))
+
+
+def installed_languages() -> set[str]:
+    """The OCR languages whose traineddata is installed (osd, the script detector, is not one)."""
+    return {p.name.removesuffix(".traineddata") for p in tessdata_dir().glob("*.traineddata")} - {"osd"}
+
+
 class Ocr:
     """One Tesseract engine, kept for every page of a job (loading a language costs more than a page)."""
 
     def __init__(self, languages: str) -> None:
         import tesserocr
 
-        tessdata = os.environ.get("TESSDATA_PREFIX") or next(
-            (d for d in _TESSDATA_DIRS if Path(d).is_dir()), _TESSDATA_DIRS[0]
-        )
-        available = set(tesserocr.get_languages(tessdata)[1])
+        tessdata = str(tessdata_dir())
+        available = installed_languages()
         missing = [lang for lang in languages.split("+") if lang not in available]
         if missing:
             raise ExtractionError(f"OCR languages not installed: {', '.join(missing)} (installed: {sorted(available)})")

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Final
 
+from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -99,6 +100,11 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/graph/subgraph": KeyScope.DOCUMENTS,
     "/v1/graph/export": KeyScope.DOCUMENTS,
 }
+
+
+def request_owner(request: Request) -> str:
+    """The id of the key a request was authenticated with: the owner of what it stores."""
+    return str(request.scope["state"][API_KEY_STATE].id)
 
 
 def _bearer(scope: Scope) -> str | None:

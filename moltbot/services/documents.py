@@ -22,13 +22,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
 from moltbot.documents import runner
-from moltbot.documents.extract import _TESSDATA_DIRS
+from moltbot.documents.extract import installed_languages
 from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.pipelines import PRESETS, Document
 from moltbot.services.ask import AskService
@@ -76,14 +75,6 @@ def card(row: DocumentRow, eta_seconds: float | None = None) -> dict[str, Any]:
         "finished_at": row.finished_at,
         "eta_seconds": None if eta_seconds is None else round(eta_seconds, 1),
     }
-
-
-def installed_languages() -> set[str]:
-    for folder in _TESSDATA_DIRS:
-        path = Path(folder)
-        if path.is_dir():
-            return {p.name.removesuffix(".traineddata") for p in path.glob("*.traineddata")} - {"osd"}
-    return set()
 
 
 class DocumentService:
@@ -345,21 +336,21 @@ class DocumentService:
             if not self._index(document_id, chunks, cancelled):
                 return
         failed = sum(1 for p in pages if p.error)
+        texts = [(p.page, p.text or "") for p in pages]
+        summary: dict[str, Any] | None = None
         if failed < len(pages) and self.summarizer is not None:
             self.repository.set_state(document_id, status="running", stage="summarize")
             self._notify_from_thread()
-            summary = self._summarize([(p.page, p.text or "") for p in pages], cancelled)
+            summary = self._summarize(texts, cancelled)
             if summary is None:
                 return
             self.repository.set_summary(document_id, summary)
         if failed < len(pages) and self.graph is not None:
             self.repository.set_state(document_id, status="running", stage="graph")
             self._notify_from_thread()
-            facts = self.repository.summary(document_id) or {"error": "no summary"}
+            facts = summary or {"error": "no summary"}
             title = str(facts.get("title") or row.name)
-            nodes, edges = self.graph.add_document(
-                row.key_id, document_id, title, [(p.page, p.text or "") for p in pages], facts
-            )
+            nodes, edges = self.graph.add_document(row.key_id, document_id, title, texts, facts)
             log.info("document %s: %d new graph nodes, %d edges", document_id, nodes, edges)
         if failed == len(pages):
             first = next((p.error for p in pages if p.error), "no page could be read")

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from moltbot.gateway.auth import API_KEY_STATE
+from moltbot.gateway.auth import request_owner
 from moltbot.gateway.deps import Documents
 from moltbot.gateway.errors import APIError
 from moltbot.gateway.schemas import DocumentAskRequest
@@ -19,10 +19,6 @@ from moltbot.gateway.sse import event_stream, named_event
 
 router = APIRouter()
 _DOCUMENT_ID = re.compile(r"^doc_[0-9a-f]{24}$")
-
-
-def _owner(request: Request) -> str:
-    return str(request.scope["state"][API_KEY_STATE].id)
 
 
 def _checked(document_id: str) -> str:
@@ -40,13 +36,13 @@ async def upload_document(
     languages: Annotated[str | None, Form(max_length=64)] = None,
 ) -> JSONResponse:
     data = await file.read(documents.limits.max_bytes + 1)
-    body = await documents.upload(_owner(request), file.filename or "document", data, pipeline, languages)
+    body = await documents.upload(request_owner(request), file.filename or "document", data, pipeline, languages)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/documents/{body['id']}"})
 
 
 @router.post("/v1/documents/ask")
 async def ask_documents(body: DocumentAskRequest, request: Request, documents: Documents) -> JSONResponse:
-    return JSONResponse(await documents.ask(_owner(request), body.question, body.document_ids, body.top_k))
+    return JSONResponse(await documents.ask(request_owner(request), body.question, body.document_ids, body.top_k))
 
 
 @router.get("/v1/documents")
@@ -56,18 +52,18 @@ async def list_documents(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[float | None, Query(ge=0)] = None,
 ) -> JSONResponse:
-    data = await documents.listing(_owner(request), limit, before)
+    data = await documents.listing(request_owner(request), limit, before)
     return JSONResponse({"object": "list", "data": data, "has_more": len(data) == limit})
 
 
 @router.get("/v1/documents/{document_id}")
 async def get_document(document_id: str, request: Request, documents: Documents) -> JSONResponse:
-    return JSONResponse(await documents.describe(_owner(request), _checked(document_id)))
+    return JSONResponse(await documents.describe(request_owner(request), _checked(document_id)))
 
 
 @router.get("/v1/documents/{document_id}/events")
 async def document_events(document_id: str, request: Request, documents: Documents) -> StreamingResponse:
-    owner, checked = _owner(request), _checked(document_id)
+    owner, checked = request_owner(request), _checked(document_id)
     await documents.get(owner, checked)  # a 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
@@ -82,7 +78,7 @@ async def document_events(document_id: str, request: Request, documents: Documen
 
 @router.get("/v1/documents/{document_id}/pages")
 async def document_pages(document_id: str, request: Request, documents: Documents) -> JSONResponse:
-    pages = await documents.pages(_owner(request), _checked(document_id))
+    pages = await documents.pages(request_owner(request), _checked(document_id))
     data = [
         {
             "page": p.page,
@@ -98,7 +94,7 @@ async def document_pages(document_id: str, request: Request, documents: Document
 
 @router.get("/v1/documents/{document_id}/chunks")
 async def document_chunks(document_id: str, request: Request, documents: Documents) -> JSONResponse:
-    chunks = await documents.chunks(_owner(request), _checked(document_id))
+    chunks = await documents.chunks(request_owner(request), _checked(document_id))
     data = [
         {"index": c.index, "page": c.page, "start": c.start, "end": c.stop, "tokens": c.tokens, "text": c.text}
         for c in chunks
@@ -108,7 +104,7 @@ async def document_chunks(document_id: str, request: Request, documents: Documen
 
 @router.get("/v1/documents/{document_id}/summary")
 async def document_summary(document_id: str, request: Request, documents: Documents) -> JSONResponse:
-    summary = await documents.summary(_owner(request), _checked(document_id))
+    summary = await documents.summary(request_owner(request), _checked(document_id))
     if summary is None:
         raise APIError(409, "the document has no summary yet (see its status)", param="document_id", code="not_ready")
     return JSONResponse({"id": document_id, "object": "document.summary", **summary})
@@ -116,5 +112,5 @@ async def document_summary(document_id: str, request: Request, documents: Docume
 
 @router.delete("/v1/documents/{document_id}")
 async def delete_document(document_id: str, request: Request, documents: Documents) -> Response:
-    await documents.delete(_owner(request), _checked(document_id))
+    await documents.delete(request_owner(request), _checked(document_id))
     return JSONResponse({"id": document_id, "object": "document.deleted", "deleted": True})

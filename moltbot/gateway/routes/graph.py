@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from moltbot.gateway.auth import API_KEY_STATE
+from moltbot.gateway.auth import request_owner
 from moltbot.gateway.deps import Graph
 from moltbot.gateway.errors import APIError
 
@@ -18,10 +18,6 @@ router = APIRouter()
 _NODE_ID = re.compile(r"^node_[0-9a-f]{24}$")
 _DOCUMENT_ID = re.compile(r"^doc_[0-9a-f]{24}$")
 DocumentIds = Annotated[list[str] | None, Query(max_length=200)]
-
-
-def _owner(request: Request) -> str:
-    return str(request.scope["state"][API_KEY_STATE].id)
 
 
 def _node(node_id: str, param: str) -> str:
@@ -45,12 +41,12 @@ async def search_nodes(
     type: Annotated[str | None, Query(max_length=32)] = None,  # noqa: A002 - the API's field name
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONResponse:
-    return JSONResponse({"object": "list", "data": await graph.search(_owner(request), q, type, limit)})
+    return JSONResponse({"object": "list", "data": await graph.search(request_owner(request), q, type, limit)})
 
 
 @router.get("/v1/graph/nodes/{node_id}")
 async def get_node(node_id: str, request: Request, graph: Graph) -> JSONResponse:
-    return JSONResponse(await graph.node(_owner(request), _node(node_id, "node_id")))
+    return JSONResponse(await graph.node(request_owner(request), _node(node_id, "node_id")))
 
 
 @router.get("/v1/graph/path")
@@ -60,13 +56,13 @@ async def shortest_path(
     source: Annotated[str, Query(max_length=64)],
     target: Annotated[str, Query(max_length=64)],
 ) -> JSONResponse:
-    body = await graph.path(_owner(request), _node(source, "source"), _node(target, "target"))
+    body = await graph.path(request_owner(request), _node(source, "source"), _node(target, "target"))
     return JSONResponse(body)
 
 
 @router.get("/v1/graph/subgraph")
 async def subgraph(request: Request, graph: Graph, document_id: DocumentIds = None) -> JSONResponse:
-    return JSONResponse(await graph.subgraph(_owner(request), _documents(document_id)))
+    return JSONResponse(await graph.subgraph(request_owner(request), _documents(document_id)))
 
 
 @router.get("/v1/graph/export")
@@ -76,7 +72,7 @@ async def export(
     format: Literal["graphml", "json"] = "graphml",  # noqa: A002 - the API's field name
     document_id: DocumentIds = None,
 ) -> Response:
-    body = await graph.export(_owner(request), _documents(document_id), format)
+    body = await graph.export(request_owner(request), _documents(document_id), format)
     media = "application/graphml+xml" if format == "graphml" else "application/json"
     headers = {"Content-Disposition": f'attachment; filename="graph.{format}"'}
     return Response(body, media_type=media, headers=headers)

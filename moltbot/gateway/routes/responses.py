@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from moltbot.engine.types import ChatMessage, Role, ToolCall
-from moltbot.gateway.auth import API_KEY_STATE, charge_tokens
+from moltbot.gateway.auth import charge_tokens, request_owner
 from moltbot.gateway.deps import Generation, Responses
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.errors import APIError, stream_error
@@ -79,10 +79,6 @@ class ResponsesBody(BaseModel):
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def _owner(request: Request) -> str:
-    return str(request.scope["state"][API_KEY_STATE].id)
 
 
 # -- input items ---------------------------------------------------------------------------------
@@ -292,7 +288,7 @@ def _document(
 @router.post("/v1/responses")
 async def create_response(body: ResponsesBody, request: Request, generation: Generation, stored: Responses) -> Response:
     _refuse(body)
-    owner = _owner(request)
+    owner = request_owner(request)
     items = normalize(body.input)
     history = await stored.conversation(owner, body.previous_response_id) if body.previous_response_id else []
     messages = messages_of([*history, *items])
@@ -457,12 +453,12 @@ async def _events(stream: GenerationStream, document: Any, keep: Any, charge: An
 
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: str, request: Request, stored: Responses) -> dict[str, Any]:
-    return (await stored.get(_owner(request), response_id)).document
+    return (await stored.get(request_owner(request), response_id)).document
 
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(response_id: str, request: Request, stored: Responses) -> dict[str, Any]:
-    await stored.delete(_owner(request), response_id)
+    await stored.delete(request_owner(request), response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
@@ -477,7 +473,7 @@ async def input_items(
     after: str | None = Query(default=None, max_length=64),
 ) -> dict[str, Any]:
     """The response's own input items (not those of the responses before it), newest first by default."""
-    items = list((await stored.get(_owner(request), response_id)).input)
+    items = list((await stored.get(request_owner(request), response_id)).input)
     if order == "desc":
         items.reverse()
     if after is not None:

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from moltbot.gateway.auth import API_KEY_STATE, charge_tokens
+from moltbot.gateway.auth import charge_tokens, request_owner
 from moltbot.gateway.deps import Sessions
 from moltbot.gateway.disconnect import unless_disconnected
 from moltbot.gateway.errors import APIError
@@ -35,10 +35,6 @@ from moltbot.storage.sessions import Message, Session
 router = APIRouter()
 _SESSION_ID = re.compile(r"^sess_[0-9a-f]{24}$")
 _MAX_METADATA_BYTES = 16 << 10
-
-
-def _owner(request: Request) -> str:
-    return str(request.scope["state"][API_KEY_STATE].id)
 
 
 def _checked_id(session_id: str) -> str:
@@ -101,7 +97,7 @@ def _parse_cursor(cursor: str) -> tuple[float, str]:
 async def create_session(body: SessionCreateRequest, request: Request, sessions: Sessions) -> JSONResponse:
     _check_metadata(body.metadata)
     fields = {"title": body.title, "metadata": body.metadata, "system_prompt": body.system_prompt}
-    session = await sessions.create(_owner(request), body.model, **fields)
+    session = await sessions.create(request_owner(request), body.model, **fields)
     return JSONResponse(_card(session), status_code=201)
 
 
@@ -113,7 +109,7 @@ async def list_sessions(
     after: str | None = Query(default=None, max_length=200),
 ) -> dict[str, Any]:
     before = _parse_cursor(after) if after else None
-    found = await sessions.page(_owner(request), limit + 1, before)
+    found = await sessions.page(request_owner(request), limit + 1, before)
     page = found[:limit]
     more = len(found) > limit
     return {
@@ -126,7 +122,7 @@ async def list_sessions(
 
 @router.get("/v1/sessions/{session_id}")
 async def get_session(session_id: str, request: Request, sessions: Sessions) -> dict[str, Any]:
-    return _card(await sessions.get(_owner(request), _checked_id(session_id)), with_messages=True)
+    return _card(await sessions.get(request_owner(request), _checked_id(session_id)), with_messages=True)
 
 
 @router.patch("/v1/sessions/{session_id}")
@@ -136,18 +132,18 @@ async def update_session(
     _checked_id(session_id)
     _check_metadata(body.metadata)
     changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
-    return _card(await sessions.update(_owner(request), session_id, **changes))
+    return _card(await sessions.update(request_owner(request), session_id, **changes))
 
 
 @router.delete("/v1/sessions/{session_id}")
 async def delete_session(session_id: str, request: Request, sessions: Sessions) -> dict[str, Any]:
-    await sessions.delete(_owner(request), _checked_id(session_id))
+    await sessions.delete(request_owner(request), _checked_id(session_id))
     return {"id": session_id, "object": "session", "deleted": True}
 
 
 @router.get("/v1/sessions/{session_id}/export")
 async def export_session(session_id: str, request: Request, sessions: Sessions) -> dict[str, Any]:
-    return export_document(await sessions.get(_owner(request), _checked_id(session_id)))
+    return export_document(await sessions.get(request_owner(request), _checked_id(session_id)))
 
 
 @router.post("/v1/sessions/import", status_code=201)
@@ -155,7 +151,7 @@ async def import_session(body: SessionImportRequest, request: Request, sessions:
     _check_metadata(body.metadata)
     data = {"title": body.title, "metadata": body.metadata, "system_prompt": body.system_prompt}
     history = [m.model_dump() for m in body.messages]
-    session = await sessions.import_session(_owner(request), body.model, data, history)
+    session = await sessions.import_session(request_owner(request), body.model, data, history)
     return JSONResponse(_card(session, with_messages=True), status_code=201)
 
 
@@ -166,7 +162,7 @@ async def import_session(body: SessionImportRequest, request: Request, sessions:
 async def post_message(session_id: str, body: SessionMessageRequest, request: Request, sessions: Sessions) -> Response:
     sampling = Sampling(max_tokens=body.max_tokens, temperature=body.temperature)
     state = request.scope["state"]
-    turn = await sessions.turn(_owner(request), _checked_id(session_id), body.content, sampling)
+    turn = await sessions.turn(request_owner(request), _checked_id(session_id), body.content, sampling)
     extra = {"session_id": session_id, "user_message_id": turn.user_message_id, "truncated_messages": turn.dropped}
     if body.stream:
         base = {**chunk_base(turn.stream.model, turn.stream.fingerprint), "session_id": session_id}
