@@ -9,8 +9,9 @@ degraded like scans (skew up to 1.5 degrees, blur, speckle, JPEG at quality 60-8
 image-only PDFs; a Chinese paper is typeset in WenQuanYi Micro Hei (Debian's fonts-wqy-microhei).
 Summaries are made by the instruct model (--model, the 1.5B by default): key-fact recall (the
 accuracy, the gain, the dataset and the method of each English paper) and numbers in the summary
-that are not in the source. Entities: precision over the people and organisations in the paper's graph
-and recall of its authors, institute, method and dataset; relations: authored_by precision and recall.
+that are not in the source. Entities: precision over the people and organisations in the paper's graph,
+over its methods and datasets, and recall of its authors, institute, method and dataset (F1 from the
+precision over all four types); relations: authored_by, affiliated_with, uses_method, evaluated_on.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def follow(client: httpx.Client, document_id: str) -> dict[str, float]:
     return stages
 
 
-def run_server_set(server: Server, key: str, papers: list[Paper]) -> list[dict[str, Any]]:
+def run_server_set(server: Server, key: str, papers: list[Paper], dump: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     with httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {key}"}, verify=server.verify, timeout=600
@@ -237,6 +238,14 @@ def run_server_set(server: Server, key: str, papers: list[Paper]) -> list[dict[s
             invented = sorted(numbers(said) - source_numbers)
             graph = client.get("/v1/graph/subgraph", params={"document_id": document_id}).json()
             scores = entity_scores(paper, graph)
+            if dump is not None:
+                dump.mkdir(parents=True, exist_ok=True)
+                record = {
+                    "summary": summary,
+                    "graph": graph,
+                    "truth": {k: sorted(v) for k, v in paper.entities.items()},
+                }
+                (dump / f"{paper.name}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
             rows.append(
                 {
                     "paper": paper.name,
@@ -305,30 +314,79 @@ def compare_ocr_paths(images: list[Image.Image], truths: list[str], dpi: int) ->
     return results
 
 
+def compare_deskew(truths: list[str], dpi: int = 300) -> list[tuple[float, float, float, float, float]]:
+    """Pages at growing skew read as they are and deskewed first (Moltbot's Ocr.read): (skew, plain
+    accuracy, deskewed accuracy, plain s/page, deskewed s/page)."""
+    import tesserocr
+    from PIL import ImageFilter
+
+    from moltbot.documents.extract import Ocr, tessdata_dir
+
+    ocr = Ocr("eng")
+    rows = []
+    with tesserocr.PyTessBaseAPI(path=str(tessdata_dir()).rstrip("/") + "/", lang="eng") as api:
+        for skew in (0.0, 3.0, 5.0, 8.0):
+            plain, straight, plain_s, straight_s = [], [], 0.0, 0.0
+            for index, truth in enumerate(truths):
+                image = page_image(truth, dpi=dpi, skew_degrees=skew, blur=0.5, noise=0.002, seed=index)
+                started = time.perf_counter()
+                api.SetImage(image.filter(ImageFilter.MedianFilter(3)))
+                api.SetSourceResolution(dpi)
+                plain.append(char_accuracy(api.GetUTF8Text(), truth, "eng"))
+                plain_s += time.perf_counter() - started
+                started = time.perf_counter()
+                straight.append(char_accuracy(ocr.read(image, dpi)[0], truth, "eng"))
+                straight_s += time.perf_counter() - started
+            count = len(truths)
+            rows.append((skew, statistics.mean(plain), statistics.mean(straight), plain_s / count, straight_s / count))
+    ocr.close()
+    return rows
+
+
 def entity_scores(paper: Paper, graph: dict[str, Any]) -> dict[str, Any]:
-    """Entity precision and recall over the types the paper's truth names (people and organisations
-    found anywhere count against precision; methods and datasets only for recall), and authored_by."""
+    """Entities: precision over the people and organisations in the paper's graph (from NER and the
+    summary), precision over its methods and datasets (separately: the truth lists only the paper's
+    one method and dataset, so a fair extra one counts as wrong), and recall of the authors, the
+    institute, the method and the dataset. Relations: precision and recall over authored_by,
+    affiliated_with, uses_method and evaluated_on triples."""
     if not paper.entities:
-        return {"entity_p": None, "entity_r": None, "relation_p": None, "relation_r": None}
+        return {k: None for k in ("entity_p", "entity_r", "named_p", "all_p", "relation_p", "relation_r")}
     found: dict[str, set[str]] = {}
     for node in graph["nodes"]:
         found.setdefault(node["type"], set()).update(n.casefold() for n in (node["name"], *node["aliases"]))
     truth = {t: {n.casefold() for n in names} for t, names in paper.entities.items()}
     hits = sum(len(names & found.get(t, set())) for t, names in truth.items())
     recall = hits / sum(len(names) for names in truth.values())
-    judged = [n for n in graph["nodes"] if n["type"] in ("person", "organization")]
-    correct = sum(1 for n in judged if n["name"].casefold() in truth.get(n["type"], set()))
-    precision = correct / len(judged) if judged else 0.0
-    names = {n["id"]: n["name"] for n in graph["nodes"]}
-    authored = {names.get(e["target"], "").casefold() for e in graph["edges"] if e["relation"] == "authored_by"}
-    wanted = {a.casefold() for a in paper.authored_by}
-    relation_p = len(authored & wanted) / len(authored) if authored else 0.0
-    return {
-        "entity_p": precision,
-        "entity_r": recall,
-        "relation_p": relation_p,
-        "relation_r": len(authored & wanted) / len(wanted),
+
+    def precision(types: tuple[str, ...]) -> float:
+        judged = [n for n in graph["nodes"] if n["type"] in types]
+        correct = sum(1 for n in judged if n["name"].casefold() in truth.get(n["type"], set()))
+        return correct / len(judged) if judged else 0.0
+
+    names = {n["id"]: ("document" if n["type"] == "document" else n["name"].casefold()) for n in graph["nodes"]}
+    kinds = ("authored_by", "affiliated_with", "uses_method", "evaluated_on")
+    said = {
+        (e["relation"], names.get(e["source"], ""), names.get(e["target"], ""))
+        for e in graph["edges"]
+        if e["relation"] in kinds
     }
+    (organization,) = truth["organization"]
+    wanted = {("authored_by", "document", a.casefold()) for a in paper.authored_by}
+    wanted |= {("affiliated_with", a.casefold(), organization) for a in paper.authored_by}
+    wanted |= {("uses_method", "document", m) for m in truth["method"]}
+    wanted |= {("evaluated_on", "document", d) for d in truth["dataset"]}
+    return {
+        "entity_p": precision(("person", "organization")),
+        "entity_r": recall,
+        "named_p": precision(("method", "dataset")),
+        "all_p": precision(("person", "organization", "method", "dataset")),
+        "relation_p": len(said & wanted) / len(said) if said else 0.0,
+        "relation_r": len(said & wanted) / len(wanted),
+    }
+
+
+def f1(p: float | None, r: float | None) -> float | None:
+    return None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
 
 
 def numbers(text: str) -> set[str]:
@@ -346,6 +404,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--chinese", type=int, default=1, help="Chinese papers (300 dpi)")
     parser.add_argument("--model", default=QWEN_1_5B, help="the instruct model that summarizes")
+    parser.add_argument("--dump", type=Path, help="write each paper's summary, graph and truth here (JSON)")
     args = parser.parse_args()
     rng = random.Random(7)
     papers = [english_paper(seed, args.pages, dpi) for dpi in (300, 200) for seed in range(args.papers)]
@@ -363,13 +422,13 @@ def main() -> None:
         env = {"MOLTBOT_MODELS": json.dumps([args.model, MINILM])}
         with running_server(data_dir, env) as server:
             server.wait_until("/readyz", 200, time.monotonic() + START_TIMEOUT_S)
-            rows = run_server_set(server, key, papers)
+            rows = run_server_set(server, key, papers, args.dump)
 
     print()
     header = (
         f"{'set':<14}{'papers':>7}{'pages':>6}{'s/page':>8}{'extract s':>10}{'preproc s':>10}{'summary s':>10}"
         f"{'e2e s/10p':>10}{'cpu s/page':>11}{'char acc':>9}{'min acc':>8}{'peak RSS MB':>12}{'facts':>7}"
-        f"{'invented':>9}{'ent P':>7}{'ent R':>7}{'rel P':>7}{'rel R':>7}"
+        f"{'invented':>9}{'ent P':>7}{'ent R':>7}{'ent F1':>7}{'m/d P':>7}{'rel P':>7}{'rel R':>7}{'rel F1':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -393,8 +452,11 @@ def main() -> None:
             f"{sum(len(r['invented_numbers']) for r in members):>9}"
             f"{_mean_or_dash([r['entity_p'] for r in members]):>7}"
             f"{_mean_or_dash([r['entity_r'] for r in members]):>7}"
+            f"{_mean_or_dash([f1(r['all_p'], r['entity_r']) for r in members]):>7}"
+            f"{_mean_or_dash([r['named_p'] for r in members]):>7}"
             f"{_mean_or_dash([r['relation_p'] for r in members]):>7}"
             f"{_mean_or_dash([r['relation_r'] for r in members]):>7}"
+            f"{_mean_or_dash([f1(r['relation_p'], r['relation_r']) for r in members]):>7}"
         )
     print()
     print("OCR path, the same 5 English 300-dpi pages (despeckled), one core each:")
@@ -402,6 +464,10 @@ def main() -> None:
     base = paths[0][1]
     for name, seconds, accuracy in paths:
         print(f"  {name:<12} {seconds:6.2f} s/page  x{seconds / base:4.2f}  char accuracy {accuracy:.4f}")
+    print("\nDeskew, 3 English 300-dpi pages per skew (median-filtered; Tesseract as is vs deskewed first):")
+    print(f"  {'skew':>5} {'plain acc':>10} {'deskewed acc':>13} {'plain s':>8} {'deskewed s':>11}")
+    for skew, plain, straight, plain_s, straight_s in compare_deskew(papers[0].pages[:3]):
+        print(f"  {skew:>5.1f} {plain:>10.4f} {straight:>13.4f} {plain_s:>8.2f} {straight_s:>11.2f}")
     daily = 500 * statistics.mean(r["end_to_end_s"] / r["pages"] * 10 for r in rows if r["paper"].startswith("en"))
     print(f"\n500 ten-page English papers at this rate: {daily / 3600:.1f} h (one job at a time)")
 

@@ -277,7 +277,7 @@ def create_app(services: Services) -> FastAPI:
     pipeline_service = PipelineService(concurrency=services.runtime.threads)
     summarizer = None
     if settings.document_summaries:
-        summarizer = Summarizer(generation, settings.document_model or services.runtime.default_model)
+        summarizer = Summarizer(generation, services.runtime.summary_model)
     document_limits = DocumentLimits(
         max_bytes=settings.document_max_bytes,
         max_pages=settings.document_max_pages,

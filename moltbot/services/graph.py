@@ -18,7 +18,16 @@ import anyio
 import networkx as nx
 
 from moltbot.errors import InvalidRequestError, MoltbotError
-from moltbot.knowledge.entities import ENTITY_TYPES, KnownEntity, Resolver, clean, from_summary, ner
+from moltbot.knowledge.entities import (
+    ENTITY_TYPES,
+    KnownEntity,
+    Resolver,
+    clean,
+    from_summary,
+    front_affiliations,
+    ner,
+    retyped,
+)
 from moltbot.storage.graph import DocumentGraph, EdgeRow, GraphRepository, NodeRow, new_node_id
 
 MAX_RESULTS = 500
@@ -71,8 +80,11 @@ class GraphService:
         self, owner: str, document_id: str, title: str, pages: Sequence[tuple[int, str]], summary: dict[str, Any]
     ) -> tuple[int, int]:
         """Read the document's entities and relations into the graph; (nodes, edges) it now has."""
-        mentions = ner(pages)
         facts, relations = from_summary(summary, pages) if "error" not in summary else ([], [])
+        found = ner(pages)
+        if "error" not in summary:
+            relations += front_affiliations(summary, found, pages)
+        mentions = retyped(found, facts, str(summary.get("title") or ""))
         known = self.repository.nodes(owner)
         resolver = Resolver(KnownEntity(n.id, n.type, n.name, list(n.aliases)) for n in known if not n.document_id)
         by_id = {n.id: n for n in known}

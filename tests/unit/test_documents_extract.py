@@ -73,3 +73,73 @@ def test_missing_ocr_languages_fail_every_page_clearly() -> None:
     data = png(page_image("x", dpi=72))
     results = list(runner.extract(data, [1], languages="xyz", dpi=300, limits=runner.WorkerLimits()))
     assert results[0]["method"] == "none" and "OCR languages not installed: xyz" in results[0]["error"]
+
+
+def _bomb_pdf(kind: str) -> bytes:
+    """A one-page PDF whose few hundred kilobytes inflate to gigabytes where PDFium reads them: a
+    grayscale image XObject of 50,000 x 50,000 pixels, or a page content stream of 1 GiB."""
+    import zlib
+
+    import pikepdf
+
+    zeros = zlib.compressobj(9)
+    deflated = b"".join(zeros.compress(b"\x00" * (64 << 20)) for _ in range(16)) + zeros.flush()  # 1 GiB
+    pdf = pikepdf.new()
+    resources = pikepdf.Dictionary()
+    if kind == "image":
+        image = pdf.make_stream(deflated)
+        image.stream_dict = pikepdf.Dictionary(
+            Type=pikepdf.Name.XObject,
+            Subtype=pikepdf.Name.Image,
+            Width=50_000,
+            Height=50_000,
+            ColorSpace=pikepdf.Name.DeviceGray,
+            BitsPerComponent=8,
+            Filter=pikepdf.Name.FlateDecode,
+        )
+        resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=image))
+        content = pdf.make_stream(b"q 612 0 0 792 0 0 cm /Im0 Do Q")
+    else:
+        content = pdf.make_stream(deflated)
+        content.stream_dict = pikepdf.Dictionary(Filter=pikepdf.Name.FlateDecode)
+    page = pikepdf.Dictionary(Type=pikepdf.Name.Page, MediaBox=[0, 0, 612, 792], Resources=resources, Contents=content)
+    pdf.pages.append(pikepdf.Page(page))
+    out = io.BytesIO()
+    pdf.save(out, compress_streams=False)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["image", "content"])
+def test_a_pdf_bomb_fails_its_page_within_the_worker_bounds(kind: str) -> None:
+    import time
+
+    require_tool("tesseract")
+    data = _bomb_pdf(kind)
+    assert len(data) < 2 << 20  # the upload is small
+    limits = runner.WorkerLimits(memory_bytes=512 << 20, page_timeout_s=60)
+    started = time.monotonic()
+    assert runner.probe(data, limits).pages == 1
+    results = list(runner.extract(data, [1], languages="eng", dpi=300, limits=limits))
+    assert time.monotonic() - started < 90
+    assert len(results) == 1 and results[0]["page"] == 1
+    if kind == "content":  # inflating the page's drawing breaks the memory limit: the page fails alone
+        assert results[0]["method"] == "none" and "memory or CPU limit" in results[0]["error"]
+    else:  # PDFium decodes the image down to the rendered size, a blank page within the bounds
+        assert results[0]["method"] == "ocr" and results[0]["error"] is None
+
+
+@pytest.mark.parametrize("skew", [0.0, 6.0, -4.0])
+def test_a_skewed_scan_is_turned_straight_before_ocr(skew: float) -> None:
+    require_tool("tesseract")
+    from moltbot.documents.extract import Ocr, skew_angle
+
+    text = "\n\n".join(f"Line {n} of a scanned page that was fed into the scanner at an angle." for n in range(12))
+    image = page_image(text, dpi=150, skew_degrees=skew, seed=1)
+    assert abs(skew_angle(image) + skew) <= 0.5
+    ocr = Ocr("eng")
+    try:
+        found, confidence = ocr.read(image, 150)
+    finally:
+        ocr.close()
+    assert "Line 11 of a scanned page that was fed into the scanner at an angle." in " ".join(found.split())
+    assert confidence > 0.8

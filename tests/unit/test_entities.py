@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from moltbot.knowledge.entities import KnownEntity, Resolver, acronym, from_summary, ner, normal, same
+from moltbot.knowledge.entities import (
+    KnownEntity,
+    Mention,
+    Resolver,
+    acronym,
+    first_line,
+    from_summary,
+    front_affiliations,
+    ner,
+    normal,
+    retyped,
+    same,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,3 +84,35 @@ def test_ner_finds_people_organisations_and_places_with_spans() -> None:
     assert any(t == "organization" and "Stanford University" in n for t, n, _ in found)
     for mention in ner(pages):
         assert pages[0][1][mention.start : mention.stop].strip(" ,.;:()[]\"'") == mention.name
+
+
+def test_a_name_stops_at_a_line_break_unless_it_wraps() -> None:
+    assert first_line("Tsinghua University\n\nAbstract") == "Tsinghua University"
+    assert first_line("Massachusetts Institute of\nTechnology") == "Massachusetts Institute of\nTechnology"
+    text = "Deep Graphs\nIngrid Halvorsen\nTsinghua University\n\nAbstract. We study graphs."
+    names = {(m.type, m.name) for m in ner([(1, text)])}
+    assert ("organization", "Tsinghua University") in names
+    assert not any("Abstract" in name for _, name in names)
+
+
+def test_a_single_institute_title_page_affiliates_every_author() -> None:
+    pages = [(1, "Deep Graphs\nIngrid Halvorsen, Carlos Diaz\nTsinghua University\n\nAbstract. We cite ETH Zurich.")]
+    summary = {"authors": ["Ingrid Halvorsen", "Carlos Diaz"], "affiliations": []}
+    mentions = ner(pages)
+    relations = front_affiliations(summary, mentions, pages)
+    assert {(r.source[1], r.relation, r.target[1]) for r in relations} == {
+        ("Ingrid Halvorsen", "affiliated_with", "Tsinghua University"),
+        ("Carlos Diaz", "affiliated_with", "Tsinghua University"),
+    }  # ETH Zurich, after the abstract heading, is not the authors' institute
+    named = {**summary, "affiliations": [{"person": "Carlos Diaz", "organization": "ETH Zurich"}]}
+    assert front_affiliations(named, mentions, pages) == []  # the model's own pairs win
+    two = [(1, "Ingrid Halvorsen, Carlos Diaz\nTsinghua University\nUniversity of Cambridge\n\nAbstract. Text.")]
+    assert front_affiliations(summary, ner(two), two) == []  # which author is where is not known
+
+
+def test_a_name_the_summary_types_as_a_dataset_is_not_an_organisation() -> None:
+    facts = [Mention("dataset", "GLUE", 1, 10, 14)]
+    mentions = [Mention("organization", "GLUE", 1, 10, 14), Mention("person", "Ada Lovelace", 1, 0, 12)]
+    assert retyped(mentions, facts) == [mentions[1]]
+    titled = [Mention("person", "Deep Graphs", 1, 0, 11), mentions[1]]
+    assert retyped(titled, facts, title="Deep Graphs for Everyone") == [mentions[1]]

@@ -104,3 +104,7 @@ def test_the_chat_models_fit_the_memory(memory_gib: int, expected: tuple[str, ..
     assert runtime.wanted("my-own-model", bundled=False) and not runtime.wanted("gemma-3-270m", bundled=True)
     chosen = resolve(Settings(data_dir=Path("data"), models=["gemma-3-270m"]), resources(memory_gib))
     assert chosen.default_model == "gemma-3-270m" and not chosen.wanted("my-own-model", bundled=False)
+    # Summaries: the smallest bundled chat model, the chosen default, or the one configured.
+    assert runtime.summary_model == expected[-1] and chosen.summary_model == "gemma-3-270m"
+    configured = Settings(data_dir=Path("data"), document_model="qwen2.5-coder-1.5b-instruct")
+    assert resolve(configured, resources(memory_gib)).summary_model == "qwen2.5-coder-1.5b-instruct"

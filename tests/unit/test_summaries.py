@@ -11,7 +11,7 @@ import pytest
 
 from moltbot.engine.errors import UnsupportedOperationError
 from moltbot.services.generation import ChatRequest
-from moltbot.services.summaries import Summarizer, windows
+from moltbot.services.summaries import Summarizer, map_schema, marked, spans, windows
 
 
 def test_pages_are_packed_into_windows_and_long_pages_cut() -> None:
@@ -64,36 +64,69 @@ class FakeGeneration:
 
 
 PAGES = [
-    (1, "Deep Retrieval\nAlice Smith, Bob Jones\nWe reach an accuracy of 91.4 percent on GLUE."),
-    (2, "The model uses 12 layers. Training took 40 epochs on ImageNet."),
+    (
+        1,
+        "Deep Retrieval\nAlice Smith, Bob Jones\nStanford University\n\nAbstract. We reach an accuracy of 91.4 percent "
+        "on GLUE. It is a good model.",
+    ),
+    (2, "The model uses 12 layers of attention. Training took 40 epochs on ImageNet."),
 ]
 
 
-def test_findings_are_grounded_in_their_pages_and_merged() -> None:
+def test_sentences_are_split_at_stops_short_lines_and_paragraphs_but_not_inside_one() -> None:
+    text = (
+        "A Title of Some Length\nAlice Smith\n\nAbstract. We study it. Our model reaches\nan accuracy of 88.3 "
+        "percent and improves on the best result\n\nby 4.2 points. Fig. 3 shows e.g. more.\n\n\u672c\u6587\u3002"
+        "\u5b9e\u9a8c\u3002"
+    )
+    found = [" ".join(text[a:b].split()) for a, b in spans(text)]
+    assert found[:4] == ["A Title of Some Length", "Alice Smith", "Abstract.", "We study it."]
+    assert "Our model reaches an accuracy of 88.3 percent and improves on the best result by 4.2 points." in found
+    assert found[-2:] == ["\u672c\u6587\u3002", "\u5b9e\u9a8c\u3002"]
+
+
+def test_only_sentences_that_may_state_results_are_numbered() -> None:
+    text, numbered = marked(PAGES, 10)
+    assert [(s.id, s.page, s.text) for s in numbered] == [
+        (11, 1, "We reach an accuracy of 91.4 percent on GLUE."),
+        (12, 2, "The model uses 12 layers of attention."),
+        (13, 2, "Training took 40 epochs on ImageNet."),
+    ]
+    assert "[11] We reach an accuracy" in text and "[page 2]" in text and "[12] The model" in text
+    assert "] It is a good model" not in text  # no number, no result word: context only
+    schema = map_schema([11, 12, 13], first=False)
+    assert schema["properties"]["findings"]["items"]["enum"] == [11, 12, 13] and "title" not in schema["properties"]
+    assert "findings" not in map_schema([], first=True)["properties"]  # a window with no candidate
+
+
+def test_findings_are_the_documents_own_sentences_on_their_pages() -> None:
     maps = [
         {
             "title": "Deep Retrieval",
             "authors": ["Alice Smith", "Bob Jones", "Carol Invented"],
-            "findings": [
-                {"text": "The accuracy is 91.4 percent on GLUE.", "page": 2},  # wrong page: re-cited to 1
-                {"text": "Training took 40 epochs.", "page": 2},
-                {"text": "The model has 13 layers.", "page": 2},  # 13 is on no page: dropped
-                {"text": "It reaches 91.4 percent accuracy on GLUE.", "page": 1},
-            ],
-            "methods": ["retrieval", "Retrieval "],
-            "datasets": ["GLUE", "ImageNet"],
+            "affiliations": [{"person": "Alice Smith", "organization": "Stanford University"}],
+            "findings": [3, 1, 1, 99],  # 99 is no sentence of the document
+            "methods": ["retrieval", "Retrieval ", "GLUE", "a method described in far too many words here"],
+            "datasets": ["GLUE", "ImageNet", "retrieval"],  # a topic is not a dataset
+            "baselines": ["retrieval", "BM25"],  # the method it applies is not its baseline
         }
     ]
     fake = FakeGeneration(maps, "The paper reaches 91.4 percent. It uses 99 layers. It trains for 40 epochs.")
     summary = asyncio.run(Summarizer(fake, "m").summarize(PAGES))  # type: ignore[arg-type]
     assert summary.title == "Deep Retrieval" and summary.authors == ["Alice Smith", "Bob Jones"]
-    texts = {f["text"]: f["pages"] for f in summary.key_findings}
-    assert texts["The accuracy is 91.4 percent on GLUE."] == [1] and texts["Training took 40 epochs."] == [2]
-    assert summary.dropped_findings == 1 and not any("13" in t for t in texts)
+    assert summary.key_findings == [
+        {"text": "We reach an accuracy of 91.4 percent on GLUE.", "pages": [1]},
+        {"text": "Training took 40 epochs on ImageNet.", "pages": [2]},
+    ]
     assert summary.abstract == "The paper reaches 91.4 percent. It trains for 40 epochs."
     assert summary.dropped_sentences == 1
-    assert summary.methods == ["retrieval"] and summary.windows == 1
-    assert "[page 1]" in fake.asked[0].messages[-1].content and fake.asked[0].sampling.temperature == 0.0
+    assert summary.methods == ["retrieval"] and summary.datasets == ["GLUE", "ImageNet"]
+    assert summary.baselines == ["BM25"] and summary.windows == 1
+    assert summary.affiliations == [{"person": "Alice Smith", "organization": "Stanford University"}]
+    first = fake.asked[0]
+    assert "[page 1]" in first.messages[-1].content and first.sampling.temperature == 0.0
+    abstract_prompt = fake.asked[-1].messages[-1].content
+    assert "The document's abstract: We reach an accuracy" in abstract_prompt  # its own abstract, read too
 
 
 def test_a_model_without_a_chat_template_is_refused() -> None:
@@ -103,7 +136,7 @@ def test_a_model_without_a_chat_template_is_refused() -> None:
 
 
 def test_an_answer_cut_at_the_token_limit_keeps_its_complete_sentences() -> None:
-    maps = [{"title": "T", "authors": [], "findings": [{"text": "Recall is 91.4 percent.", "page": 1}]}]
+    maps = [{"title": "T", "authors": [], "findings": [1]}]
     fake = FakeGeneration(maps, "")
     cut = '{"abstract": "The paper reaches 91.4 percent. It trains for 40 epochs. It also'
 
@@ -121,3 +154,26 @@ def test_an_answer_cut_at_the_token_limit_keeps_its_complete_sentences() -> None
     fake.chat = chat  # type: ignore[method-assign]
     summary = asyncio.run(Summarizer(fake, "m").summarize(PAGES))  # type: ignore[arg-type]
     assert summary.abstract == "The paper reaches 91.4 percent. It trains for 40 epochs."
+
+
+def test_names_most_windows_agree_on_are_kept() -> None:
+    pages = [(n, f"Page {n}. " + "We apply beam search to MIMIC-III and reach 91.4 percent. " * 60) for n in (1, 2, 3)]
+    maps = [
+        {
+            "title": "T",
+            "authors": [],
+            "methods": ["Beam search on MIMIC-III", "preprocessing"],
+            "datasets": ["MIMIC-III"],
+        },
+        {
+            "methods": ["beam search", "Tsinghua University"],
+            "datasets": ["MIMIC-III", "retrieval"],
+            "baselines": ["BM25"],
+        },
+        {"methods": ["Beam Search", "preprocessing"], "datasets": ["MIMIC-III"], "baselines": ["BM25", "CRF"]},
+    ]
+    fake = FakeGeneration(maps, "")
+    summary = asyncio.run(Summarizer(fake, "m").summarize(pages))  # type: ignore[arg-type]
+    assert summary.windows == 3
+    assert summary.methods == ["Beam search", "preprocessing"]  # "on MIMIC-III" cut; two of three windows
+    assert summary.datasets == ["MIMIC-III"] and summary.baselines == ["BM25"]  # CRF: one window of three
