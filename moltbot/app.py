@@ -39,6 +39,7 @@ from moltbot.gateway.ratelimit import Limits, RateLimiter
 from moltbot.gateway.routes import (
     admin,
     anthropic,
+    audio,
     chat,
     completions,
     documents,
@@ -72,6 +73,7 @@ from moltbot.services.graph import GraphService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
+from moltbot.services.speech import SpeechLimits, SpeechService
 from moltbot.services.summaries import Summarizer
 from moltbot.settings import Runtime
 from moltbot.storage.audit import AuditLog
@@ -288,6 +290,14 @@ def create_app(services: Services) -> FastAPI:
         ),
     )
     graph_service = GraphService(services.graph)
+    speech_service = SpeechService(
+        SpeechLimits(
+            max_bytes=settings.audio_max_bytes,
+            max_seconds=settings.audio_max_seconds,
+            max_input_chars=settings.speech_max_input_chars,
+            threads=services.runtime.threads,
+        )
+    )
     asker = AskService(
         generation,
         services.documents,
@@ -337,6 +347,7 @@ def create_app(services: Services) -> FastAPI:
         pipelines=pipeline_service,
         documents=document_service,
         graph=graph_service,
+        speech=speech_service,
     )
     install_gateway(app, gateway)
     install_error_handlers(app)
@@ -357,6 +368,7 @@ def create_app(services: Services) -> FastAPI:
         pipelines,
         documents,
         graph,
+        audio,
         ui,
     )
     for module in modules:
@@ -380,7 +392,11 @@ def create_app(services: Services) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
         max_json_depth=settings.max_json_depth,
-        uploads={"/v1/documents": settings.document_max_bytes + 64 * 1024},  # the file and its form fields
+        uploads={  # the file and its form fields
+            "/v1/documents": settings.document_max_bytes + 64 * 1024,
+            "/v1/audio/transcriptions": settings.audio_max_bytes + 64 * 1024,
+            "/v1/audio/translations": settings.audio_max_bytes + 64 * 1024,
+        },
     )
     if settings.cors_origins:
         app.add_middleware(

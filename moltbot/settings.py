@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     document_model: str | None = Field(default=None, max_length=200)  # summaries, questions: see summary_model
     document_summaries: bool = True
     document_embedding_model: str | None = Field(default=None, max_length=200)  # retrieval; default all-MiniLM
+    audio_max_bytes: int = Field(default=25 << 20, ge=1024, le=1 << 30)  # an uploaded recording
+    audio_max_seconds: float = Field(default=1800.0, gt=0, le=6 * 3600)
+    speech_max_input_chars: int = Field(default=4096, ge=1, le=100_000)
     # Per API key (0 turns one off), and failed authentications per client address.
     rate_limit_rpm: int = Field(default=1200, ge=0)
     rate_limit_tpm: int = Field(default=200_000, ge=0)

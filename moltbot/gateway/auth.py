@@ -93,6 +93,11 @@ ROUTE_SCOPES: Final[dict[str, KeyScope | None]] = {
     "/v1/documents/{document_id}/pages": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/chunks": KeyScope.DOCUMENTS,
     "/v1/documents/{document_id}/summary": KeyScope.DOCUMENTS,
+    # OpenAI's audio API
+    "/v1/audio/transcriptions": KeyScope.AUDIO,
+    "/v1/audio/translations": KeyScope.AUDIO,
+    "/v1/audio/speech": KeyScope.AUDIO,
+    "/v1/audio/voices": KeyScope.AUDIO,
     # The knowledge graph
     "/v1/graph/nodes": KeyScope.DOCUMENTS,
     "/v1/graph/nodes/{node_id}": KeyScope.DOCUMENTS,

@@ -21,6 +21,7 @@ from moltbot.services.graph import GraphService
 from moltbot.services.pipelines import PipelineService
 from moltbot.services.responses import ResponseService
 from moltbot.services.sessions import SessionService
+from moltbot.services.speech import SpeechService
 from moltbot.settings import Settings
 from moltbot.storage.audit import AuditLog
 from moltbot.storage.keys import KeyStore
@@ -43,6 +44,7 @@ class Gateway:
     pipelines: PipelineService
     documents: DocumentService
     graph: GraphService
+    speech: SpeechService
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
@@ -105,6 +107,10 @@ def _graph(request: Request) -> GraphService:
     return _gateway(request).graph
 
 
+def _speech(request: Request) -> SpeechService:
+    return _gateway(request).speech
+
+
 Serving = Annotated[OpenAIServing, Depends(_serving)]
 Generation = Annotated[GenerationService, Depends(_generation)]
 Sessions = Annotated[SessionService, Depends(_sessions)]
@@ -118,3 +124,4 @@ MonitorDep = Annotated[Monitor | None, Depends(_monitor)]
 Pipelines = Annotated[PipelineService, Depends(_pipelines)]
 Documents = Annotated[DocumentService, Depends(_documents)]
 Graph = Annotated[GraphService, Depends(_graph)]
+Speech = Annotated[SpeechService, Depends(_speech)]

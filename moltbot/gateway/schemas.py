@@ -317,3 +317,18 @@ class DocumentAskRequest(BaseModel):
         default=None, max_length=200
     )
     top_k: int = Field(default=6, ge=1, le=12)
+
+
+class SpeechRequest(BaseModel):
+    """POST /v1/audio/speech (OpenAI's fields). `instructions` (a style prompt) is refused: neither
+    Piper nor espeak-ng can follow one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(default=None, max_length=64)
+    input: str = Field(max_length=100_000)  # the service's own limit (4096 by default) names the field
+    voice: str = Field(default="joe", min_length=1, max_length=64)
+    response_format: str = Field(default="mp3", max_length=16)
+    speed: float = Field(default=1.0)
+    stream_format: Literal["audio", "sse"] = "audio"
+    instructions: str | None = Field(default=None, max_length=4096)

@@ -24,10 +24,11 @@ class Scope(enum.StrEnum):
     MODELS_WRITE = "models:write"
     METRICS = "metrics"
     DOCUMENTS = "documents"
+    AUDIO = "audio"
     ADMIN = "admin"
 
 
-DEFAULT_SCOPES = frozenset({Scope.CHAT, Scope.EMBEDDINGS, Scope.MODELS_READ})
+DEFAULT_SCOPES = frozenset({Scope.CHAT, Scope.EMBEDDINGS, Scope.AUDIO, Scope.MODELS_READ})
 
 
 class UnknownScopeError(ValueError):

@@ -131,8 +131,22 @@ def _send_and_leave(server: Server, path: str, body: dict[str, Any], started: Ca
     return time.monotonic()
 
 
-LONG_COMPLETION = {"model": CHAT_MODEL, "prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0.9}
-LONG_CHAT = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 1500}
+# Gemma's end tokens (<eos> 1, <end_of_turn> 106) banned: only the client leaving can end these sequences
+# early (a sampled end token made the disconnect test flaky: the answer ended before the client left).
+NO_END = {"1": -100, "106": -100}
+LONG_COMPLETION = {
+    "model": CHAT_MODEL,
+    "prompt": "Once upon a time",
+    "max_tokens": 1500,
+    "temperature": 0.9,
+    "logit_bias": NO_END,
+}
+LONG_CHAT = {
+    "model": CHAT_MODEL,
+    "messages": [{"role": "user", "content": "Tell a long story."}],
+    "max_tokens": 1500,
+    "logit_bias": NO_END,
+}
 
 
 @pytest.mark.parametrize(("path", "body"), [("/v1/completions", LONG_COMPLETION), (CHAT, LONG_CHAT)])
