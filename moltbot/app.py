@@ -51,6 +51,7 @@ from moltbot.gateway.routes import (
     models,
     ollama,
     pipelines,
+    realtime,
     responses,
     sessions,
     ui,
@@ -348,6 +349,7 @@ def create_app(services: Services) -> FastAPI:
         documents=document_service,
         graph=graph_service,
         speech=speech_service,
+        voice_model=services.runtime.voice_model,
     )
     install_gateway(app, gateway)
     install_error_handlers(app)
@@ -369,6 +371,7 @@ def create_app(services: Services) -> FastAPI:
         documents,
         graph,
         audio,
+        realtime,
         ui,
     )
     for module in modules:

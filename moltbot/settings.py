@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     audio_max_bytes: int = Field(default=25 << 20, ge=1024, le=1 << 30)  # an uploaded recording
     audio_max_seconds: float = Field(default=1800.0, gt=0, le=6 * 3600)
     speech_max_input_chars: int = Field(default=4096, ge=1, le=100_000)
+    voice_model: str | None = Field(default=None, max_length=200)  # live voice answers; see Runtime.voice_model
+    realtime_max_sessions: int = Field(default=8, ge=1, le=1024)
+    realtime_idle_s: float = Field(default=120.0, gt=0, le=3600)
+    realtime_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
     # Per API key (0 turns one off), and failed authentications per client address.
     rate_limit_rpm: int = Field(default=1200, ge=0)
     rate_limit_tpm: int = Field(default=200_000, ge=0)
@@ -292,14 +296,23 @@ class Runtime:
         return chosen[0] if chosen else self.chat_models[0]
 
     @property
-    def summary_model(self) -> str:
-        """The instruct model that summarizes documents: MOLTBOT_DOCUMENT_MODEL, else the default chat
-        model when the models are chosen, else the smallest bundled chat model (the 0.5B: the summary
-        is the stage that sets a paper's time, and the 1.5B reads about three times slower)."""
-        if self.settings.document_model:
-            return self.settings.document_model
+    def fast_model(self) -> str:
+        """The default chat model when the models are chosen, else the smallest bundled chat model (the
+        0.5B): what answers where time counts more than depth."""
         chosen = self.settings.models
         return chosen[0] if chosen else self.chat_models[-1]
+
+    @property
+    def voice_model(self) -> str:
+        """The instruct model of a live voice conversation: MOLTBOT_VOICE_MODEL, else the fast model (its
+        first clause comes sooner, and a spoken answer is short)."""
+        return self.settings.voice_model or self.fast_model
+
+    @property
+    def summary_model(self) -> str:
+        """The instruct model that summarizes documents: MOLTBOT_DOCUMENT_MODEL, else the fast model (the
+        summary is the stage that sets a paper's time, and the 1.5B reads about three times slower)."""
+        return self.settings.document_model or self.fast_model
 
     def wanted(self, model_id: str, *, bundled: bool) -> bool:
         """Whether the server loads `model_id` of the store at start."""

@@ -11,6 +11,7 @@ from typing import Annotated, cast
 
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
 
 from moltbot.gateway.serving import OpenAIServing
 from moltbot.models.manager import ModelManager
@@ -45,6 +46,7 @@ class Gateway:
     documents: DocumentService
     graph: GraphService
     speech: SpeechService
+    voice_model: str  # the instruct model that answers a live voice conversation
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
@@ -53,6 +55,11 @@ def install(app: FastAPI, gateway: Gateway) -> None:
 
 def _gateway(request: Request) -> Gateway:
     return cast(Gateway, request.app.state.gateway)
+
+
+def gateway_of(connection: HTTPConnection) -> Gateway:
+    """The gateway of a WebSocket route (dependencies are for HTTP routes)."""
+    return cast(Gateway, connection.app.state.gateway)
 
 
 def _serving(request: Request) -> OpenAIServing:

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 import anyio
 import numpy as np
 
-from moltbot.speech.audio import FORMATS, Audio, AudioError, decode, encode
+from moltbot.speech.audio import FORMATS, RATE, Audio, AudioError, decode, encode
 from moltbot.speech.stt import Segment, SpeechModelError, SpeechModels, TranscribeOptions, Word
 from moltbot.speech.tts import Speakers, Voice
 
@@ -184,6 +184,16 @@ class SpeechService:
         found = [s async for s in reading.segments]
         text = "".join(s.text for s in found).strip()
         return TranscriptResult(text, reading.language, reading.duration, found, time.perf_counter() - started)
+
+    async def listen(self, samples: np.ndarray, model: str | None = None) -> str:
+        """16 kHz samples already in memory (a live turn) to text, greedy (beam 1: the latency counts)."""
+        try:
+            engine = self.recognizers.get(model)
+        except SpeechModelError as exc:
+            raise SpeechError(str(exc), exc.param or "model", "model_not_found") from None
+        options = TranscribeOptions(beam_size=1)
+        transcript = await self._run(engine.transcribe, Audio(samples.astype(np.float32), RATE), options)
+        return "".join([s.text async for s in self._each(transcript.segments)]).strip()
 
     # -- text to speech ------------------------------------------------------------------------
 

@@ -1,0 +1,118 @@
+"""WebSocket /v1/realtime: a live voice conversation in the events of OpenAI's Realtime API (the subset
+services/realtime.py implements), scope `audio`.
+
+The key comes as OpenAI's clients send it: an `Authorization: Bearer` header, or, from a browser
+(which cannot set headers on a WebSocket), the subprotocol `openai-insecure-api-key.<key>` beside
+`realtime`. A bad or missing key is refused in the handshake (HTTP 403), like a key without `audio`.
+Bounds: one client event at most RealtimeLimits.max_event_bytes (close 1009), an idle connection is
+closed after MOLTBOT_REALTIME_IDLE_S (1001), a session lasts at most MOLTBOT_REALTIME_MAX_SECONDS, and at
+most MOLTBOT_REALTIME_MAX_SESSIONS run at once (the next is closed with 1013, try again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from moltbot.gateway.deps import gateway_of
+from moltbot.services.realtime import RealtimeLimits, RealtimeSession
+from moltbot.storage.keys import Scope
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+_PROTOCOL_KEY = "openai-insecure-api-key."
+_active = 0
+
+
+def _offered(websocket: WebSocket) -> list[str]:
+    header = websocket.headers.get("sec-websocket-protocol", "")
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def _token(websocket: WebSocket) -> str | None:
+    authorization = websocket.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    for protocol in _offered(websocket):
+        if protocol.startswith(_PROTOCOL_KEY):
+            return protocol[len(_PROTOCOL_KEY) :]
+    return None
+
+
+@router.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket) -> None:
+    global _active  # noqa: PLW0603 - one count of live sessions per process
+    gateway = gateway_of(websocket)
+    settings = gateway.settings
+    log.info("realtime: handshake")
+    token = _token(websocket)
+    key = await anyio.to_thread.run_sync(gateway.keys.authenticate, token) if token else None
+    log.info("realtime: key %s", key.id if key else None)
+    if key is None or not key.allows(Scope.AUDIO):
+        await websocket.close(code=1008, reason="a valid key with the audio scope is needed")
+        return
+    if _active >= settings.realtime_max_sessions:
+        await websocket.close(code=1013, reason="too many live sessions; try again later")
+        return
+    model = websocket.query_params.get("model") or gateway.voice_model
+    try:
+        gateway.generation.generator(model)
+    except Exception:  # noqa: BLE001 - any reason the model cannot answer: refused in the handshake
+        await websocket.close(code=1008, reason=f"model {model[:64]!r} is not loaded")
+        return
+    subprotocol = "realtime" if "realtime" in _offered(websocket) else None
+    await websocket.accept(subprotocol=subprotocol)
+    _active += 1
+    log.info("realtime session opened (key %s, model %s, %d live)", key.id, model, _active)
+
+    async def send(event: dict[str, Any]) -> None:
+        await websocket.send_text(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+
+    session = RealtimeSession(gateway.speech, gateway.generation, model, send, RealtimeLimits())
+    try:
+        await session.start()
+        await _serve(websocket, session, time.monotonic() + settings.realtime_max_seconds, settings.realtime_idle_s)
+    except (WebSocketDisconnect, RuntimeError):
+        return  # the client left (RuntimeError: a send after it closed)
+    finally:
+        _active -= 1
+        await session.close()
+        log.info("realtime session closed (key %s)", key.id)
+
+
+async def _serve(websocket: WebSocket, session: RealtimeSession, ends: float, idle_s: float) -> None:
+    """Read the client's events until it leaves, idles, oversteps, or the session's time is up."""
+    while True:
+        left = ends - time.monotonic()
+        if left <= 0:
+            await websocket.close(code=1000, reason="the session reached its time limit")
+            return
+        try:
+            message = await asyncio.wait_for(websocket.receive(), timeout=min(left, idle_s))
+        except TimeoutError:
+            await websocket.close(code=1001, reason="idle")
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            await session.error("events are JSON text frames", code="invalid_event")
+            continue
+        if len(text) > session.limits.max_event_bytes:
+            await websocket.close(code=1009, reason="event too large")
+            return
+        try:
+            event = json.loads(text)
+        except ValueError:
+            await session.error("the event is not JSON", code="invalid_event")
+            continue
+        if not isinstance(event, dict):
+            await session.error("an event is a JSON object", code="invalid_event")
+            continue
+        await session.handle(event)

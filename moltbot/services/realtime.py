@@ -1,0 +1,446 @@
+"""A live voice conversation: the subset of OpenAI's Realtime API a voice client needs, over any
+transport that carries JSON events (the gateway's WebSocket route).
+
+Audio in (16 kHz PCM16, base64 in `input_audio_buffer.append`) goes through Silero VAD as it arrives;
+when the speaker pauses (`silence_duration_ms`), the utterance is transcribed (faster-whisper), added
+to the conversation, and answered: the instruct model's tokens stream out as transcript deltas and are
+spoken **clause by clause** (Piper), each clause's audio sent as soon as it is made, not after the whole
+answer. When the speaker starts again while an answer is playing (barge-in), the answer is cancelled at
+once: its generation stops, and `response.done` says `cancelled` so the client stops playback. The
+conversation (text) is kept for the next turn, so the engine's KV cache reuses its prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from moltbot.engine.types import ChatMessage, Role
+from moltbot.services.generation import ChatRequest, GenerationService, Sampling, TextDelta
+from moltbot.services.speech import SpeechError, SpeechService
+from moltbot.speech.audio import RATE, pcm16, resample
+from moltbot.speech.tts import Voice
+from moltbot.speech.vad import StreamingVad
+
+DEFAULT_INSTRUCTIONS: Final = (
+    "You are a helpful voice assistant. Answer in one to three short spoken sentences, without lists, markdown or code."
+)
+_CLAUSE = re.compile(r"[.!?;:,](?=\s)|[\u3002\uff01\uff1f\uff0c]")
+MIN_CLAUSE_CHARS: Final = 12  # a clause shorter than this waits for the next one
+MAX_CLAUSE_CHARS: Final = 120  # a clause with no punctuation is cut at a space past this
+
+
+@dataclass(slots=True, frozen=True)
+class RealtimeLimits:
+    max_event_bytes: int = 1 << 20  # one client event (about 32 s of audio)
+    max_utterance_seconds: float = 30.0  # a turn longer than this is committed as it is
+    max_history: int = 24  # messages kept in the conversation
+    max_response_tokens: int = 256
+    max_instructions_chars: int = 8000
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def split_clause(pending: str) -> tuple[str, str]:
+    """The first speakable clause of `pending` and the rest ("" when none is complete yet)."""
+    for match in _CLAUSE.finditer(pending):
+        if match.end() >= MIN_CLAUSE_CHARS:
+            return pending[: match.end()].strip(), pending[match.end() :]
+    if len(pending) > MAX_CLAUSE_CHARS:
+        cut = pending.rfind(" ", 0, MAX_CLAUSE_CHARS)
+        if cut > 0:
+            return pending[:cut].strip(), pending[cut:]
+    return "", pending
+
+
+@dataclass(slots=True)
+class Timing:
+    """When the last turn's steps happened (monotonic seconds), for the client and the bench."""
+
+    speech_stopped: float = 0.0
+    transcribed: float = 0.0
+    first_text: float = 0.0
+    first_audio: float = 0.0
+
+    def since_stop(self) -> dict[str, float | None]:
+        """Milliseconds from the end of speech (the VAD's decision) to each step, None where not reached."""
+        if not self.speech_stopped:
+            return {}
+
+        def ms(at: float) -> float | None:
+            return round((at - self.speech_stopped) * 1000, 1) if at else None
+
+        return {
+            "transcribed_ms": ms(self.transcribed),
+            "first_text_ms": ms(self.first_text),
+            "first_audio_ms": ms(self.first_audio),
+        }
+
+
+@dataclass
+class RealtimeSession:
+    speech: SpeechService
+    generation: GenerationService
+    model: str
+    send_event: Send
+    limits: RealtimeLimits = field(default_factory=RealtimeLimits)
+    id: str = field(default_factory=lambda: _id("sess"))
+    instructions: str = DEFAULT_INSTRUCTIONS
+    voice: Voice | None = None
+    server_vad: bool = True
+    silence_ms: int = 500
+    padding_ms: int = 300
+    threshold: float = 0.5
+    temperature: float = 0.7
+    max_tokens: int = 256
+    history: list[ChatMessage] = field(default_factory=list)
+    timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        self.voice = self.voice or self.speech.voice(None, "joe")
+        self.vad = StreamingVad(self.threshold, self.silence_ms)
+        self._audio: list[np.ndarray] = []  # the turn being spoken (with padding before it)
+        self._lookback = np.zeros(0, dtype=np.float32)  # the last padding_ms before speech starts
+        self._buffered = 0
+        self._send_lock = asyncio.Lock()
+        self._response: asyncio.Task[None] | None = None
+        self._turn: asyncio.Task[None] | None = None
+        self._item: str | None = None
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        async with self._send_lock:
+            await self.send_event({"type": kind, "event_id": _id("event"), **fields})
+
+    async def error(self, message: str, *, code: str = "invalid_request_error", param: str | None = None) -> None:
+        await self.send(
+            "error", error={"type": "invalid_request_error", "code": code, "message": message, "param": param}
+        )
+
+    def describe(self) -> dict[str, Any]:
+        assert self.voice is not None  # noqa: S101 - set in __post_init__
+        return {
+            "id": self.id,
+            "object": "realtime.session",
+            "model": self.model,
+            "modalities": ["audio", "text"],
+            "instructions": self.instructions,
+            "voice": self.voice.id,
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": {
+                "model": self.speech.recognizers.ids[0] if self.speech.recognizers.ids else None
+            },
+            "turn_detection": (
+                {
+                    "type": "server_vad",
+                    "threshold": self.threshold,
+                    "prefix_padding_ms": self.padding_ms,
+                    "silence_duration_ms": self.silence_ms,
+                }
+                if self.server_vad
+                else None
+            ),
+            "temperature": self.temperature,
+            "max_response_output_tokens": self.max_tokens,
+            "sample_rate": RATE,
+        }
+
+    async def start(self) -> None:
+        await self.send("session.created", session=self.describe())
+
+    # -- client events ---------------------------------------------------------------------------
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        handlers = {
+            "session.update": self._session_update,
+            "input_audio_buffer.append": self._append,
+            "input_audio_buffer.commit": self._commit,
+            "input_audio_buffer.clear": self._clear,
+            "conversation.item.create": self._item_create,
+            "response.create": self._response_create,
+            "response.cancel": self._response_cancel,
+        }
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            await self.error(f"unknown event type {str(kind)[:64]!r}", code="unknown_event", param="type")
+            return
+        await handler(event)
+
+    async def _session_update(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict):
+            await self.error("session.update needs a `session` object", param="session")
+            return
+        try:
+            self._apply(session)
+        except (ValueError, SpeechError) as exc:
+            await self.error(str(exc), param=getattr(exc, "param", None) or "session")
+            return
+        await self.send("session.updated", session=self.describe())
+
+    def _apply(self, session: dict[str, Any]) -> None:
+        if "instructions" in session:
+            text = session["instructions"]
+            if not isinstance(text, str) or len(text) > self.limits.max_instructions_chars:
+                raise ValueError(
+                    f"instructions must be text of at most {self.limits.max_instructions_chars} characters"
+                )
+            self.instructions = text
+        if "voice" in session:
+            if not isinstance(session["voice"], str):
+                raise ValueError("voice must be a string")
+            self.voice = self.speech.voice(None, session["voice"])
+        if "temperature" in session:
+            value = session["temperature"]
+            if not isinstance(value, int | float) or not 0 <= value <= 2:
+                raise ValueError("temperature must be between 0 and 2")
+            self.temperature = float(value)
+        if "max_response_output_tokens" in session:
+            value = session["max_response_output_tokens"]
+            limit = self.limits.max_response_tokens
+            if value == "inf":
+                value = limit
+            if not isinstance(value, int) or not 1 <= value <= limit:
+                raise ValueError(f"max_response_output_tokens must be 1 to {limit} (or 'inf')")
+            self.max_tokens = value
+        for name in ("input_audio_format", "output_audio_format"):
+            if name in session and session[name] != "pcm16":
+                raise ValueError(f"{name} must be pcm16 (16 kHz, mono, little-endian)")
+        if "turn_detection" in session:
+            detection = session["turn_detection"]
+            if detection is None:
+                self.server_vad = False
+            elif isinstance(detection, dict) and detection.get("type", "server_vad") == "server_vad":
+                silence = detection.get("silence_duration_ms", self.silence_ms)
+                padding = detection.get("prefix_padding_ms", self.padding_ms)
+                threshold = detection.get("threshold", self.threshold)
+                if not isinstance(silence, int) or not 100 <= silence <= 5000:
+                    raise ValueError("turn_detection.silence_duration_ms must be 100 to 5000")
+                if not isinstance(padding, int) or not 0 <= padding <= 2000:
+                    raise ValueError("turn_detection.prefix_padding_ms must be 0 to 2000")
+                if not isinstance(threshold, int | float) or not 0.1 <= threshold <= 0.95:
+                    raise ValueError("turn_detection.threshold must be 0.1 to 0.95")
+                self.server_vad, self.silence_ms, self.padding_ms = True, silence, padding
+                self.threshold = float(threshold)
+                self.vad = StreamingVad(self.threshold, self.silence_ms)
+            else:
+                raise ValueError("turn_detection must be null or {type: server_vad, ...}")
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        encoded = event.get("audio")
+        try:
+            raw = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else b""
+        except (binascii.Error, ValueError):
+            raw = b""
+        if not raw or len(raw) % 2:
+            await self.error("audio must be base64 of 16-bit PCM samples", code="invalid_audio", param="audio")
+            return
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        if not self.server_vad:
+            self._keep(samples)
+            return
+        padding = int(self.padding_ms * RATE / 1000)
+        if not self.vad.speaking:
+            self._lookback = np.concatenate([self._lookback, samples])[-padding - len(samples) :]
+        else:
+            self._keep(samples)
+        for change in self.vad.feed(samples):
+            at_ms = round(change.sample * 1000 / RATE)
+            if change.kind == "speech_started":
+                self._item = _id("item")
+                self._audio, self._buffered = [self._lookback[-padding - len(samples) :]], 0
+                await self.send("input_audio_buffer.speech_started", audio_start_ms=at_ms, item_id=self._item)
+                await self._barge_in()  # the client stops playing at speech_started; the answer stops here
+            else:
+                self.timing = Timing(speech_stopped=time.monotonic())
+                await self.send("input_audio_buffer.speech_stopped", audio_end_ms=at_ms, item_id=self._item)
+                await self._turn_start(respond=True)
+        if self.vad.speaking and self._buffered > self.limits.max_utterance_seconds * RATE:
+            self.vad.reset()
+            await self._turn_start(respond=True)  # a monologue past the limit is answered as it is
+
+    def _keep(self, samples: np.ndarray) -> None:
+        self._audio.append(samples)
+        self._buffered += len(samples)
+
+    async def _commit(self, _: dict[str, Any]) -> None:
+        if not self._audio:
+            await self.error("the input audio buffer is empty", code="input_audio_buffer_commit_empty")
+            return
+        self._item = self._item or _id("item")
+        await self._turn_start(respond=False)
+
+    async def _clear(self, _: dict[str, Any]) -> None:
+        self._audio, self._buffered, self._item = [], 0, None
+        self.vad.reset()
+        await self.send("input_audio_buffer.cleared")
+
+    async def _item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        content = item.get("content") if isinstance(item, dict) else None
+        texts = [
+            c.get("text") for c in content or [] if isinstance(c, dict) and c.get("type") in ("input_text", "text")
+        ]
+        if (
+            not isinstance(item, dict)
+            or item.get("role", "user") != "user"
+            or not texts
+            or not all(isinstance(t, str) for t in texts)
+        ):
+            await self.error("conversation.item.create takes a user message with input_text content", param="item")
+            return
+        text = "\n".join(t for t in texts if isinstance(t, str))
+        self._remember(ChatMessage(Role.USER, text))
+        item_id = item.get("id") if isinstance(item.get("id"), str) else _id("item")
+        await self.send("conversation.item.created", item={"id": item_id, "type": "message", "role": "user"})
+
+    async def _response_create(self, _: dict[str, Any]) -> None:
+        await self._barge_in()
+        self._response = asyncio.create_task(self._respond())
+
+    async def _response_cancel(self, _: dict[str, Any]) -> None:
+        await self._barge_in()
+
+    # -- turns -----------------------------------------------------------------------------------
+
+    async def _barge_in(self) -> None:
+        """Stop the answer being made or spoken (its task sends response.done: cancelled)."""
+        task, self._response = self._response, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _turn_start(self, *, respond: bool) -> None:
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
+        item = self._item or _id("item")
+        self._audio, self._buffered, self._item = [], 0, None
+        await self.send("input_audio_buffer.committed", item_id=item)
+        self._turn = asyncio.create_task(self._turn_run(audio, item, respond))
+
+    async def _turn_run(self, audio: np.ndarray, item: str, respond: bool) -> None:
+        try:
+            text = await self._transcribe(audio)
+        except SpeechError as exc:
+            await self.error(str(exc), code="transcription_failed")
+            return
+        self.timing.transcribed = time.monotonic()
+        await self.send(
+            "conversation.item.input_audio_transcription.completed", item_id=item, content_index=0, transcript=text
+        )
+        if not text.strip():
+            return  # a cough, a door: nothing to answer
+        self._remember(ChatMessage(Role.USER, text))
+        if respond:
+            await self._barge_in()
+            self._response = asyncio.create_task(self._respond())
+
+    async def _transcribe(self, audio: np.ndarray) -> str:
+        if not len(audio):
+            return ""
+        return await self.speech.listen(audio)
+
+    def _remember(self, message: ChatMessage) -> None:
+        self.history.append(message)
+        del self.history[: max(0, len(self.history) - self.limits.max_history)]
+
+    async def _respond(self) -> None:
+        response_id, item_id = _id("resp"), _id("item")
+        await self.send(
+            "response.created", response={"id": response_id, "object": "realtime.response", "status": "in_progress"}
+        )
+        said: list[str] = []
+        status = "completed"
+        audio_seconds = 0.0
+        try:
+            request = ChatRequest(
+                model=self.model,
+                messages=[ChatMessage(Role.SYSTEM, self.instructions), *self.history],
+                sampling=Sampling(max_tokens=self.max_tokens, temperature=self.temperature),
+            )
+            stream = await self.generation.chat_stream(request)
+            pending = ""
+            async for event in stream:
+                if not isinstance(event, TextDelta) or not event.text:
+                    continue
+                if not said:
+                    self.timing.first_text = time.monotonic()
+                said.append(event.text)
+                await self.send(
+                    "response.audio_transcript.delta", response_id=response_id, item_id=item_id, delta=event.text
+                )
+                pending += event.text
+                clause, pending = split_clause(pending)
+                if clause:
+                    audio_seconds += await self._speak(clause, response_id, item_id)
+            if pending.strip():
+                audio_seconds += await self._speak(pending.strip(), response_id, item_id)
+            await self.send("response.audio.done", response_id=response_id, item_id=item_id)
+            await self.send(
+                "response.audio_transcript.done", response_id=response_id, item_id=item_id, transcript="".join(said)
+            )
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        except Exception as exc:  # noqa: BLE001 - the turn fails, the conversation goes on
+            status = "failed"
+            await self.error(str(exc) or type(exc).__name__, code="response_failed")
+        finally:
+            text = "".join(said).strip()
+            if text:
+                self._remember(ChatMessage(Role.ASSISTANT, text))
+            done = {
+                "id": response_id,
+                "object": "realtime.response",
+                "status": status,
+                "output": [
+                    {
+                        "id": item_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "audio", "transcript": text}],
+                    }
+                ],
+                "usage": {"output_audio_seconds": round(audio_seconds, 3)},
+                "timing": self.timing.since_stop(),  # Moltbot's own: where the turn's time went
+            }
+            await asyncio.shield(self.send("response.done", response=done))
+
+    async def _speak(self, clause: str, response_id: str, item_id: str) -> float:
+        """One clause spoken and sent; its seconds of audio."""
+        assert self.voice is not None  # noqa: S101 - set in __post_init__
+        seconds = 0.0
+        async for samples in self.speech.sentences(self.voice, clause, 1.0):
+            chunk = pcm16(resample(samples, self.voice.rate, RATE))
+            if not self.timing.first_audio:
+                self.timing.first_audio = time.monotonic()
+            seconds += len(samples) / self.voice.rate
+            await self.send(
+                "response.audio.delta",
+                response_id=response_id,
+                item_id=item_id,
+                delta=base64.b64encode(chunk).decode("ascii"),
+            )
+        return seconds
+
+    async def close(self) -> None:
+        await self._barge_in()
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
+            await asyncio.gather(self._turn, return_exceptions=True)
