@@ -35,7 +35,9 @@ DEFAULT_INSTRUCTIONS: Final = (
     "You are a helpful voice assistant. Answer in one to three short spoken sentences, without lists, markdown or code."
 )
 _CLAUSE = re.compile(r"[.!?;:,](?=\s)|[\u3002\uff01\uff1f\uff0c]")
-MIN_CLAUSE_CHARS: Final = 12  # a clause shorter than this waits for the next one
+GUESS_AFTER_MS: Final = 96  # of quiet in a turn before its transcript is started ahead of the VAD's decision
+MIN_CLAUSE_CHARS: Final = 12
+FIRST_WORDS: Final = 4  # a clause shorter than this waits for the next one
 MAX_CLAUSE_CHARS: Final = 120  # a clause with no punctuation is cut at a space past this
 
 
@@ -55,11 +57,17 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-def split_clause(pending: str) -> tuple[str, str]:
-    """The first speakable clause of `pending` and the rest ("" when none is complete yet)."""
+def split_clause(pending: str, first: bool = False) -> tuple[str, str]:
+    """The first speakable clause of `pending` and the rest ("" when none is complete yet). The first
+    clause of an answer may also end after FIRST_WORDS words (followed by a space: the word is whole),
+    so that speech starts before the model reaches its first comma."""
     for match in _CLAUSE.finditer(pending):
         if match.end() >= MIN_CLAUSE_CHARS:
             return pending[: match.end()].strip(), pending[match.end() :]
+    words = pending.split(" ")
+    if first and len([w for w in words[:-1] if w]) >= FIRST_WORDS:
+        cut = len(" ".join(words[:-1]))
+        return pending[:cut].strip(), pending[cut:]
     if len(pending) > MAX_CLAUSE_CHARS:
         cut = pending.rfind(" ", 0, MAX_CLAUSE_CHARS)
         if cut > 0:
@@ -91,6 +99,39 @@ class Timing:
         }
 
 
+class Outbox:
+    """Where one response's events go: straight to the client, or, for an answer started ahead (at the
+    speaker's pause, before the VAD has decided the turn is over), held until the turn is confirmed
+    and then sent in order; an answer ahead that the speaker talks over is dropped unsent."""
+
+    def __init__(self, session: RealtimeSession, *, held: bool) -> None:
+        self.session = session
+        self._held: list[tuple[str, dict[str, Any]]] | None = [] if held else None
+        self._lock = asyncio.Lock()
+
+    @property
+    def confirmed(self) -> bool:
+        return self._held is None
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        async with self._lock:
+            if self._held is not None:
+                self._held.append((kind, fields))
+                return
+            await self.session.send(kind, **fields)
+
+    async def release(self) -> None:
+        async with self._lock:
+            held, self._held = self._held or [], None
+            timing = self.session.timing
+            for kind, fields in held:
+                await self.session.send(kind, **fields)
+                if kind == "response.audio_transcript.delta" and not timing.first_text:
+                    timing.first_text = time.monotonic()
+                if kind == "response.audio.delta" and not timing.first_audio:
+                    timing.first_audio = time.monotonic()
+
+
 @dataclass
 class RealtimeSession:
     speech: SpeechService
@@ -120,6 +161,10 @@ class RealtimeSession:
         self._response: asyncio.Task[None] | None = None
         self._turn: asyncio.Task[None] | None = None
         self._item: str | None = None
+        # The transcript of the turn so far, started when the speaker first pauses (before the VAD's
+        # decision): when the pause does end the turn, the transcript is (nearly) ready.
+        self._guess: asyncio.Task[str] | None = None
+        self._ahead: tuple[asyncio.Task[None], Outbox] | None = None  # the answer started on the guess
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -272,9 +317,34 @@ class RealtimeSession:
                 self.timing = Timing(speech_stopped=time.monotonic())
                 await self.send("input_audio_buffer.speech_stopped", audio_end_ms=at_ms, item_id=self._item)
                 await self._turn_start(respond=True)
+        if self.vad.speaking:
+            self._guess_ahead()
         if self.vad.speaking and self._buffered > self.limits.max_utterance_seconds * RATE:
             self.vad.reset()
             await self._turn_start(respond=True)  # a monologue past the limit is answered as it is
+
+    def _guess_ahead(self) -> None:
+        """Transcribe the turn at the speaker's first pause; forget that guess when speech goes on."""
+        quiet = self.vad.quiet_ms
+        if quiet == 0 and self._guess is not None:
+            self._drop_guess()  # they went on speaking: the guess misses the rest
+        elif quiet >= min(GUESS_AFTER_MS, self.silence_ms // 2) and self._guess is None and self._audio:
+            self._guess = asyncio.create_task(self._transcribe(np.concatenate(self._audio)))
+            outbox = Outbox(self, held=True)
+            self._ahead = (asyncio.create_task(self._answer_ahead(self._guess, outbox)), outbox)
+
+    def _drop_guess(self) -> None:
+        if self._guess is not None:
+            self._guess.cancel()
+        if self._ahead is not None:
+            self._ahead[0].cancel()
+        self._guess, self._ahead = None, None
+
+    async def _answer_ahead(self, guess: asyncio.Task[str], outbox: Outbox) -> None:
+        """The answer to the guessed turn, made while the VAD still waits (its events held)."""
+        text = await guess
+        if text.strip():
+            await self._respond(outbox, [*self._messages(), ChatMessage(Role.USER, text)])
 
     def _keep(self, samples: np.ndarray) -> None:
         self._audio.append(samples)
@@ -289,6 +359,7 @@ class RealtimeSession:
 
     async def _clear(self, _: dict[str, Any]) -> None:
         self._audio, self._buffered, self._item = [], 0, None
+        self._drop_guess()
         self.vad.reset()
         await self.send("input_audio_buffer.cleared")
 
@@ -313,7 +384,7 @@ class RealtimeSession:
 
     async def _response_create(self, _: dict[str, Any]) -> None:
         await self._barge_in()
-        self._response = asyncio.create_task(self._respond())
+        self._response = asyncio.create_task(self._respond(Outbox(self, held=False), self._messages()))
 
     async def _response_cancel(self, _: dict[str, Any]) -> None:
         await self._barge_in()
@@ -332,12 +403,32 @@ class RealtimeSession:
         item = self._item or _id("item")
         self._audio, self._buffered, self._item = [], 0, None
         await self.send("input_audio_buffer.committed", item_id=item)
-        self._turn = asyncio.create_task(self._turn_run(audio, item, respond))
+        guess, ahead = (self._guess, self._ahead) if respond else (None, None)
+        if respond:
+            self._guess, self._ahead = None, None
+        else:
+            self._drop_guess()
+        self._turn = asyncio.create_task(self._turn_run(audio, item, respond, guess, ahead))
 
-    async def _turn_run(self, audio: np.ndarray, item: str, respond: bool) -> None:
+    async def _turn_run(
+        self,
+        audio: np.ndarray,
+        item: str,
+        respond: bool,
+        guess: asyncio.Task[str] | None,
+        ahead: tuple[asyncio.Task[None], Outbox] | None,
+    ) -> None:
         try:
-            text = await self._transcribe(audio)
+            # The guess started at the pause that ended the turn: no speech came after it.
+            text = await guess if guess is not None else await self._transcribe(audio)
+        except asyncio.CancelledError:
+            for task in (guess, ahead[0] if ahead else None):
+                if task is not None and not task.done():
+                    task.cancel()
+            raise
         except SpeechError as exc:
+            if ahead is not None:
+                ahead[0].cancel()
             await self.error(str(exc), code="transcription_failed")
             return
         self.timing.transcribed = time.monotonic()
@@ -349,7 +440,15 @@ class RealtimeSession:
         self._remember(ChatMessage(Role.USER, text))
         if respond:
             await self._barge_in()
-            self._response = asyncio.create_task(self._respond())
+            if ahead is not None:
+                task, outbox = ahead
+                await outbox.release()  # what was made while the VAD waited goes out now
+                self._response = task
+            else:
+                self._response = asyncio.create_task(self._respond(Outbox(self, held=False), self._messages()))
+
+    def _messages(self) -> list[ChatMessage]:
+        return [ChatMessage(Role.SYSTEM, self.instructions), *self.history]
 
     async def _transcribe(self, audio: np.ndarray) -> str:
         if not len(audio):
@@ -360,9 +459,9 @@ class RealtimeSession:
         self.history.append(message)
         del self.history[: max(0, len(self.history) - self.limits.max_history)]
 
-    async def _respond(self) -> None:
+    async def _respond(self, outbox: Outbox, messages: list[ChatMessage]) -> None:
         response_id, item_id = _id("resp"), _id("item")
-        await self.send(
+        await outbox.send(
             "response.created", response={"id": response_id, "object": "realtime.response", "status": "in_progress"}
         )
         said: list[str] = []
@@ -371,7 +470,7 @@ class RealtimeSession:
         try:
             request = ChatRequest(
                 model=self.model,
-                messages=[ChatMessage(Role.SYSTEM, self.instructions), *self.history],
+                messages=messages,
                 sampling=Sampling(max_tokens=self.max_tokens, temperature=self.temperature),
             )
             stream = await self.generation.chat_stream(request)
@@ -379,20 +478,20 @@ class RealtimeSession:
             async for event in stream:
                 if not isinstance(event, TextDelta) or not event.text:
                     continue
-                if not said:
+                if not said and outbox.confirmed:
                     self.timing.first_text = time.monotonic()
                 said.append(event.text)
-                await self.send(
+                await outbox.send(
                     "response.audio_transcript.delta", response_id=response_id, item_id=item_id, delta=event.text
                 )
                 pending += event.text
-                clause, pending = split_clause(pending)
+                clause, pending = split_clause(pending, first=not audio_seconds)
                 if clause:
-                    audio_seconds += await self._speak(clause, response_id, item_id)
+                    audio_seconds += await self._speak(clause, response_id, item_id, outbox)
             if pending.strip():
-                audio_seconds += await self._speak(pending.strip(), response_id, item_id)
-            await self.send("response.audio.done", response_id=response_id, item_id=item_id)
-            await self.send(
+                audio_seconds += await self._speak(pending.strip(), response_id, item_id, outbox)
+            await outbox.send("response.audio.done", response_id=response_id, item_id=item_id)
+            await outbox.send(
                 "response.audio_transcript.done", response_id=response_id, item_id=item_id, transcript="".join(said)
             )
         except asyncio.CancelledError:
@@ -403,7 +502,7 @@ class RealtimeSession:
             await self.error(str(exc) or type(exc).__name__, code="response_failed")
         finally:
             text = "".join(said).strip()
-            if text:
+            if text and outbox.confirmed:
                 self._remember(ChatMessage(Role.ASSISTANT, text))
             done = {
                 "id": response_id,
@@ -420,18 +519,18 @@ class RealtimeSession:
                 "usage": {"output_audio_seconds": round(audio_seconds, 3)},
                 "timing": self.timing.since_stop(),  # Moltbot's own: where the turn's time went
             }
-            await asyncio.shield(self.send("response.done", response=done))
+            await asyncio.shield(outbox.send("response.done", response=done))
 
-    async def _speak(self, clause: str, response_id: str, item_id: str) -> float:
+    async def _speak(self, clause: str, response_id: str, item_id: str, outbox: Outbox) -> float:
         """One clause spoken and sent; its seconds of audio."""
         assert self.voice is not None  # noqa: S101 - set in __post_init__
         seconds = 0.0
         async for samples in self.speech.sentences(self.voice, clause, 1.0):
             chunk = pcm16(resample(samples, self.voice.rate, RATE))
-            if not self.timing.first_audio:
+            if not self.timing.first_audio and outbox.confirmed:
                 self.timing.first_audio = time.monotonic()
             seconds += len(samples) / self.voice.rate
-            await self.send(
+            await outbox.send(
                 "response.audio.delta",
                 response_id=response_id,
                 item_id=item_id,
@@ -441,6 +540,9 @@ class RealtimeSession:
 
     async def close(self) -> None:
         await self._barge_in()
+        pending = [t for t in (self._guess, self._ahead[0] if self._ahead else None) if t is not None]
+        self._drop_guess()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._turn is not None and not self._turn.done():
             self._turn.cancel()
             await asyncio.gather(self._turn, return_exceptions=True)

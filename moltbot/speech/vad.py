@@ -53,6 +53,11 @@ class StreamingVad:
         self._above = 0
         self._below = 0
 
+    @property
+    def quiet_ms(self) -> int:
+        """How long a turn in progress has been quiet (0 while speech goes on, or outside a turn)."""
+        return self._below * 32 if self.speaking else 0
+
     def probability(self, window: np.ndarray) -> float:
         batch = np.concatenate([self._context, window]).reshape(1, CONTEXT + WINDOW)
         output, self._h, self._c = self.session.run(None, {"input": batch, "h": self._h, "c": self._c})

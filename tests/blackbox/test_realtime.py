@@ -125,6 +125,24 @@ def test_a_spoken_question_gets_a_spoken_answer(server: Server, key: str) -> Non
     assert first_audio < kinds.index("response.audio_transcript.done")
 
 
+def test_a_pause_inside_a_question_is_not_its_end(server: Server, key: str) -> None:
+    # The turn is transcribed and answered ahead at the first pause (the answer held back): a speaker
+    # who goes on makes that guess void, and only the whole question is answered.
+    first, rest = speech(server, "What is the capital"), speech(server, "of France?")
+    with open_session(server, key) as ws:
+        ws.recv(timeout=30)
+        ws.send(json.dumps({"type": "session.update", "session": {"temperature": 0.0}}))
+        ws.recv(timeout=30)
+        send_audio(ws, np.concatenate([silence(0.3), first, silence(0.3), rest, silence(1.2)]))
+        events = events_until(ws, lambda e: e["type"] == "response.done")
+    kinds = [e["type"] for e in events]
+    assert kinds.count("input_audio_buffer.speech_stopped") == 1 and kinds.count("response.created") == 1
+    assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("response.created")
+    heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert "france" in heard["transcript"].casefold(), heard
+    assert events[-1]["response"]["status"] == "completed"
+
+
 def test_speaking_over_the_answer_cancels_it(server: Server, key: str) -> None:
     story = speech(server, "Tell me a long story about a dragon and a knight.")
     interruption = speech(server, "Stop, please.")

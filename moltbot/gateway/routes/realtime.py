@@ -50,10 +50,10 @@ async def realtime(websocket: WebSocket) -> None:
     global _active  # noqa: PLW0603 - one count of live sessions per process
     gateway = gateway_of(websocket)
     settings = gateway.settings
-    log.info("realtime: handshake")
+    log.debug("realtime: handshake")
     token = _token(websocket)
     key = await anyio.to_thread.run_sync(gateway.keys.authenticate, token) if token else None
-    log.info("realtime: key %s", key.id if key else None)
+    log.debug("realtime: key %s", key.id if key else None)
     if key is None or not key.allows(Scope.AUDIO):
         await websocket.close(code=1008, reason="a valid key with the audio scope is needed")
         return
