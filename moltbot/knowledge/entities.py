@@ -226,6 +226,22 @@ def from_summary(summary: dict[str, Any], pages: Sequence[tuple[int, str]]) -> t
     return mentions, relations
 
 
+def checked_affiliations(summary: dict[str, Any], mentions: Sequence[Mention]) -> dict[str, Any]:
+    """The summary with only the affiliations whose organisation is one: tagged as an organisation on
+    some page, or named with an organisation word ("University", "Institute"). A small model pairs an
+    author with the title or a method too."""
+    tagged = {normal("organization", m.name) for m in mentions if m.type == "organization"}
+    kept = []
+    for pair in summary.get("affiliations", []) or []:
+        if not isinstance(pair, dict):
+            continue
+        name = str(pair.get("organization", ""))
+        words = set(normal("organization", name).split())
+        if normal("organization", name) in tagged or words & set(ORGANIZATION_WORDS):
+            kept.append(pair)
+    return {**summary, "affiliations": kept}
+
+
 FRONT_CHARS = 1500  # where a title page prints its authors' organisations, when no "Abstract" comes first
 
 

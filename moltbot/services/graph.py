@@ -21,7 +21,10 @@ from moltbot.errors import InvalidRequestError, MoltbotError
 from moltbot.knowledge.entities import (
     ENTITY_TYPES,
     KnownEntity,
+    Mention,
+    Relation,
     Resolver,
+    checked_affiliations,
     clean,
     from_summary,
     front_affiliations,
@@ -80,11 +83,16 @@ class GraphService:
         self, owner: str, document_id: str, title: str, pages: Sequence[tuple[int, str]], summary: dict[str, Any]
     ) -> tuple[int, int]:
         """Read the document's entities and relations into the graph; (nodes, edges) it now has."""
-        facts, relations = from_summary(summary, pages) if "error" not in summary else ([], [])
         found = ner(pages)
+        facts: list[Mention] = []
+        relations: list[Relation] = []
+        mentions = found
         if "error" not in summary:
-            relations += front_affiliations(summary, found, pages)
-        mentions = retyped(found, facts, str(summary.get("title") or ""))
+            titled = retyped(found, [], str(summary.get("title") or ""))  # a title is no one's name
+            summary = checked_affiliations(summary, titled)
+            facts, relations = from_summary(summary, pages)
+            mentions = retyped(titled, facts)
+            relations += front_affiliations(summary, mentions, pages)
         known = self.repository.nodes(owner)
         resolver = Resolver(KnownEntity(n.id, n.type, n.name, list(n.aliases)) for n in known if not n.document_id)
         by_id = {n.id: n for n in known}

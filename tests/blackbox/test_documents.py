@@ -290,6 +290,44 @@ def test_a_summary_by_the_instruct_model_cites_its_pages(instruct: httpx.Client)
         assert number in " ".join(pages), summary["abstract"]
 
 
+def test_a_scanned_paper_goes_from_ocr_to_summary_graph_and_answers(instruct: httpx.Client) -> None:
+    pages = [
+        "Sparse Retrieval for Scanned Archives\n\nMarta Kowalski, Tomas Lindqvist\n\nTsinghua University\n\n"
+        "Abstract. We apply gradient boosting to the SciDocs benchmark. Our model reaches a recall of 84.2 "
+        "percent and improves on the best previous result by 6.5 points.",
+        "Marta Kowalski trained the gradient boosting model on SciDocs for 12 epochs. An ablation shows that "
+        "query expansion adds 2.1 points of recall.",
+    ]
+    response = instruct.post(
+        "/v1/documents",
+        files={"file": ("scan.pdf", paper_pdf(pages, skew_degrees=4.0, noise=0.002), "application/pdf")},
+    )
+    assert response.status_code == 202, response.text
+    done = wait_done(instruct, response.json()["id"])
+    assert done["status"] == "done" and done["pages_failed"] == 0, done
+    read = instruct.get(f"/v1/documents/{done['id']}/pages").json()["data"]
+    assert [p["method"] for p in read] == ["ocr", "ocr"] and "84.2 percent" in " ".join(read[0]["text"].split())
+    summary = instruct.get(f"/v1/documents/{done['id']}/summary").json()
+    assert "error" not in summary and summary["title"] and summary["abstract"], summary
+    assert {"Marta Kowalski", "Tomas Lindqvist"} <= set(summary["authors"]), summary["authors"]
+    texts = {n: " ".join(p["text"].split()) for n, p in enumerate(read, start=1)}
+    for finding in summary["key_findings"]:  # the document's own sentences, on the pages they cite
+        assert all(finding["text"] in texts[page] for page in finding["pages"]), finding
+    assert any("84.2" in f["text"] for f in summary["key_findings"]), summary["key_findings"]
+    graph = instruct.get("/v1/graph/subgraph", params={"document_id": done["id"]}).json()
+    names = {n["id"]: (n["type"], n["name"]) for n in graph["nodes"]}
+    assert ("organization", "Tsinghua University") in names.values()
+    relations = {(e["relation"], names[e["source"]][1], names[e["target"]][1]) for e in graph["edges"]}
+    assert any(r == "affiliated_with" and target == "Tsinghua University" for r, _, target in relations), relations
+    assert any(r == "authored_by" and target == "Tomas Lindqvist" for r, _, target in relations), relations
+    exported = instruct.get("/v1/graph/export", params={"format": "graphml", "document_id": done["id"]})
+    assert exported.status_code == 200 and len(networkx.read_graphml(io.BytesIO(exported.content))) == len(names)
+    answer = instruct.post(
+        "/v1/documents/ask", json={"question": "What recall does the model reach?", "document_ids": [done["id"]]}
+    ).json()
+    assert answer["citations"] and answer["citations"][0]["document_id"] == done["id"], answer
+
+
 def test_documents_share_entities_in_one_graph(instruct: httpx.Client) -> None:
     first = upload_text(
         instruct,

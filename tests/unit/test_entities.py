@@ -9,6 +9,7 @@ from moltbot.knowledge.entities import (
     Mention,
     Resolver,
     acronym,
+    checked_affiliations,
     first_line,
     from_summary,
     front_affiliations,
@@ -116,3 +117,16 @@ def test_a_name_the_summary_types_as_a_dataset_is_not_an_organisation() -> None:
     assert retyped(mentions, facts) == [mentions[1]]
     titled = [Mention("person", "Deep Graphs", 1, 0, 11), mentions[1]]
     assert retyped(titled, facts, title="Deep Graphs for Everyone") == [mentions[1]]
+
+
+def test_an_affiliation_needs_an_organisation() -> None:
+    mentions = [Mention("organization", "ETH Zurich", 1, 0, 10)]
+    summary = {
+        "affiliations": [
+            {"person": "Ada Lovelace", "organization": "Sparse Retrieval for Archives"},  # the title
+            {"person": "Ada Lovelace", "organization": "ETH Zurich"},  # tagged on a page
+            {"person": "Alan Turing", "organization": "Univ. of Manchester"},  # an organisation word
+        ]
+    }
+    kept = checked_affiliations(summary, mentions)["affiliations"]
+    assert [p["organization"] for p in kept] == ["ETH Zurich", "Univ. of Manchester"]
