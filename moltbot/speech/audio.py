@@ -112,19 +112,3 @@ def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
         samples, rate = resample(samples, rate, OPUS_RATE), OPUS_RATE
     soundfile.write(out, np.clip(samples, -1.0, 1.0), rate, **options)
     return out.getvalue()
-
-
-def wav_header(rate: int) -> bytes:
-    """The header of a 16-bit mono WAV stream whose length is not known yet (the sizes are the maximum,
-    as streaming servers write them; players read to the end)."""
-    import struct
-
-    block = 2
-    return (
-        b"RIFF"
-        + struct.pack("<I", 0xFFFFFFFF)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * block, block, 16)
-        + b"data"
-        + struct.pack("<I", 0xFFFFFFFF - 36)
-    )
