@@ -12,6 +12,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import _internals as internals
 
+from moltbot.engine import llama_log
 from moltbot.engine.chat_template import render_transcript
 from moltbot.engine.errors import ModelLoadError, UnsupportedOperationError
 from moltbot.engine.template import ChatTemplate, TemplateError
@@ -58,8 +59,9 @@ class LlamaModelFile:
             # llama.cpp's AMX kernels crash on Q4_K_M weights (ggml-org/llama.cpp#20824, open): without
             # the extra buffer types the weights stay in the plain CPU buffer and its AVX-512 kernels.
             params.use_extra_bufts = False
+        llama_log.install()
         try:
-            self.model = internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+            self.model = internals.LlamaModel(path_model=str(path), params=params, verbose=True)
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"llama.cpp could not load model {model_id!r}") from exc
         self.vocab = self.model.vocab

@@ -51,7 +51,7 @@ class LlamaRunner:
         # batch is split: off, a sequence's logits are bit-identical alone or batched with others.
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         try:
-            self._ctx = internals.LlamaContext(model=model.model, params=params, verbose=False)
+            self._ctx = internals.LlamaContext(model=model.model, params=params, verbose=True)
         except ValueError as exc:
             raise ModelLoadError(f"could not create a context for {model.info.id!r}") from exc
         self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)
