@@ -7,7 +7,10 @@ to the conversation, and answered: the instruct model's tokens stream out as tra
 spoken **clause by clause** (Piper), each clause's audio sent as soon as it is made, not after the whole
 answer. When the speaker starts again while an answer is playing (barge-in), the answer is cancelled at
 once: its generation stops, and `response.done` says `cancelled` so the client stops playback. The
-conversation (text) is kept for the next turn, so the engine's KV cache reuses its prefix.
+conversation (text) is kept for the next turn, so the engine's KV cache reuses its prefix. A conversation
+opened on a stored session (`StoredConversation`) starts from its history, and each turn is stored there
+like a chat turn: the user's transcript when it is final, the answer when it ends (`interrupted` when the
+speaker talked over it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
 import secrets
 import time
@@ -30,6 +34,9 @@ from moltbot.services.speech import SpeechError, SpeechService
 from moltbot.speech.audio import RATE, pcm16, resample
 from moltbot.speech.tts import Voice
 from moltbot.speech.vad import StreamingVad
+from moltbot.storage.sessions import Session, SessionRepository
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTIONS: Final = (
     "You are a helpful voice assistant. Answer in one to three short spoken sentences, without lists, markdown or code."
@@ -51,6 +58,26 @@ class RealtimeLimits:
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+_ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT}
+
+
+@dataclass(slots=True, frozen=True)
+class StoredConversation:
+    """The stored session a live conversation's turns go into (the chat page's, or a client's)."""
+
+    repo: SessionRepository
+    owner: str
+    session: Session  # as it was when the conversation opened, with its messages
+
+    def history(self, keep: int) -> list[ChatMessage]:
+        """The last `keep` user and assistant messages."""
+        found = [ChatMessage(_ROLES[m.role], m.content) for m in self.session.messages if m.role in _ROLES]
+        return found[-keep:]
+
+    def add(self, role: str, content: str, status: str = "complete") -> None:
+        """Append a message (a small write; durable when this returns)."""
+        if self.repo.add_message(self.owner, self.session.id, role, content, status=status) is None:
+            log.warning("session %s was deleted during a live conversation: a turn was not stored", self.session.id)
 
 
 def _id(prefix: str) -> str:
@@ -108,6 +135,14 @@ class Outbox:
         self.session = session
         self._held: list[tuple[str, dict[str, Any]]] | None = [] if held else None
         self._lock = asyncio.Lock()
+        self._then: list[Callable[[], None]] = []
+
+    def when_confirmed(self, action: Callable[[], None]) -> None:
+        """Run `action` now if the answer is confirmed, else once it is released (never if dropped)."""
+        if self._held is None:
+            action()
+        else:
+            self._then.append(action)
 
     @property
     def confirmed(self) -> bool:
@@ -130,6 +165,9 @@ class Outbox:
                     timing.first_text = time.monotonic()
                 if kind == "response.audio.delta" and not timing.first_audio:
                     timing.first_audio = time.monotonic()
+            then, self._then = self._then, []
+        for action in then:
+            action()
 
 
 @dataclass
@@ -150,9 +188,14 @@ class RealtimeSession:
     max_tokens: int = 256
     history: list[ChatMessage] = field(default_factory=list)
     timing: Timing = field(default_factory=Timing)
+    stored: StoredConversation | None = None
 
     def __post_init__(self) -> None:
         self.voice = self.voice or self.speech.voice(None, "joe")
+        if self.stored is not None:
+            self.history = self.stored.history(self.limits.max_history)
+            if self.stored.session.system_prompt:
+                self.instructions = self.stored.session.system_prompt
         self.vad = StreamingVad(self.threshold, self.silence_ms)
         self._audio: list[np.ndarray] = []  # the turn being spoken (with padding before it)
         self._lookback = np.zeros(0, dtype=np.float32)  # the last padding_ms before speech starts
@@ -204,6 +247,7 @@ class RealtimeSession:
             "temperature": self.temperature,
             "max_response_output_tokens": self.max_tokens,
             "sample_rate": RATE,
+            "session_id": self.stored.session.id if self.stored is not None else None,  # Moltbot's: where turns go
         }
 
     async def start(self) -> None:
@@ -378,7 +422,7 @@ class RealtimeSession:
             await self.error("conversation.item.create takes a user message with input_text content", param="item")
             return
         text = "\n".join(t for t in texts if isinstance(t, str))
-        self._remember(ChatMessage(Role.USER, text))
+        await self._user_said(text)
         item_id = item.get("id") if isinstance(item.get("id"), str) else _id("item")
         await self.send("conversation.item.created", item={"id": item_id, "type": "message", "role": "user"})
 
@@ -437,7 +481,7 @@ class RealtimeSession:
         )
         if not text.strip():
             return  # a cough, a door: nothing to answer
-        self._remember(ChatMessage(Role.USER, text))
+        await self._user_said(text)
         if respond:
             await self._barge_in()
             if ahead is not None:
@@ -454,6 +498,20 @@ class RealtimeSession:
         if not len(audio):
             return ""
         return await self.speech.listen(audio)
+
+    async def _user_said(self, text: str) -> None:
+        self._remember(ChatMessage(Role.USER, text))
+        if self.stored is not None:
+            await asyncio.to_thread(self.stored.add, "user", text)
+
+    def _answered(self, text: str, status: str) -> None:
+        """The answer joins the conversation (an answer made ahead: once its turn is confirmed)."""
+        self._remember(ChatMessage(Role.ASSISTANT, text))
+        if self.stored is not None:
+            try:  # on the event loop: a cancelled task cannot await any more; one small write
+                self.stored.add("assistant", text, "complete" if status == "completed" else "interrupted")
+            except Exception:
+                log.exception("could not store a live answer")
 
     def _remember(self, message: ChatMessage) -> None:
         self.history.append(message)
@@ -502,8 +560,8 @@ class RealtimeSession:
             await self.error(str(exc) or type(exc).__name__, code="response_failed")
         finally:
             text = "".join(said).strip()
-            if text and outbox.confirmed:
-                self._remember(ChatMessage(Role.ASSISTANT, text))
+            if text:
+                outbox.when_confirmed(lambda: self._answered(text, status))
             done = {
                 "id": response_id,
                 "object": "realtime.response",

@@ -51,8 +51,11 @@ def pcm(samples: np.ndarray) -> str:
     return base64.b64encode((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()).decode()
 
 
-def open_session(server: Server, key: str, **kwargs: Any) -> ClientConnection:
+def open_session(server: Server, key: str, session_id: str | None = None, **kwargs: Any) -> ClientConnection:
+    """A live conversation; `session_id`: the stored session it continues."""
     url = server.base_url.replace("https://", "wss://").removesuffix("/v1") + "/v1/realtime"
+    if session_id:
+        url += f"?session_id={session_id}"
     headers = kwargs.pop("headers", {"Authorization": f"Bearer {key}"})
     return connect(url, ssl=server.verify, additional_headers=headers, open_timeout=30, max_size=None, **kwargs)
 
@@ -160,6 +163,39 @@ def test_speaking_over_the_answer_cancels_it(server: Server, key: str) -> None:
         after = events_until(ws, lambda e: e["type"] == "response.done")
         heard = [e for e in after if e["type"] == "conversation.item.input_audio_transcription.completed"]
         assert heard and "stop" in heard[0]["transcript"].casefold()
+
+
+def test_turns_go_into_a_stored_session(server: Server, key: str) -> None:
+    voice_key = create_key(server.data_dir, "audio,sessions", name="voice-sessions")
+    with server.client(voice_key) as client:
+        created = client.post(
+            "/v1/sessions", json={"model": INSTRUCT_MODEL, "system_prompt": "Answer in one short sentence."}
+        )
+        assert created.status_code == 201, created.text
+        session_id = created.json()["id"]
+    question = speech(server, "What is the capital of France?")
+    with open_session(server, voice_key, session_id=session_id) as ws:
+        opened = json.loads(ws.recv(timeout=30))["session"]
+        assert opened["session_id"] == session_id and opened["instructions"] == "Answer in one short sentence."
+        ws.send(json.dumps({"type": "session.update", "session": {"temperature": 0.0}}))
+        ws.recv(timeout=30)
+        send_audio(ws, np.concatenate([silence(0.3), question, silence(1.2)]))
+        events = events_until(ws, lambda e: e["type"] == "response.done")
+    answer = events[-1]["response"]["output"][0]["content"][0]["transcript"]
+    heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    with server.client(voice_key) as client:
+        stored = client.get(f"/v1/sessions/{session_id}").json()["messages"]
+    assert [(m["role"], m["content"], m["status"]) for m in stored] == [
+        ("user", heard["transcript"], "complete"),
+        ("assistant", answer, "complete"),
+    ]
+    # The next live conversation on it starts from that history; others' sessions and keys without
+    # the sessions scope are refused in the handshake.
+    with open_session(server, voice_key, session_id=session_id) as ws:
+        assert json.loads(ws.recv(timeout=30))["session"]["session_id"] == session_id
+    for other_key, other_session in ((key, session_id), (voice_key, "sess_" + "0" * 24)):
+        with pytest.raises(InvalidStatus):
+            open_session(server, other_key, session_id=other_session)
 
 
 def test_keys_are_checked_in_the_handshake(server: Server, key: str) -> None:

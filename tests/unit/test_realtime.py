@@ -64,3 +64,19 @@ def test_an_answer_made_ahead_is_held_until_released_in_order() -> None:
     session = asyncio.run(run())
     assert session.sent == ["response.created", "response.audio.delta", "response.done"]
     assert session.timing.first_audio > 0  # the audio reached the client at the release
+
+
+def test_an_answer_finished_ahead_joins_the_conversation_only_when_released() -> None:
+    async def run() -> tuple[list[str], list[str]]:
+        kept: list[str] = []
+        session = FakeSession()
+        released, dropped = Outbox(session, held=True), Outbox(session, held=True)  # type: ignore[arg-type]
+        released.when_confirmed(lambda: kept.append("released"))
+        dropped.when_confirmed(lambda: kept.append("dropped"))
+        assert kept == []
+        await released.release()
+        released.when_confirmed(lambda: kept.append("after"))  # confirmed: runs at once
+        return kept, session.sent
+
+    kept, _ = asyncio.run(run())
+    assert kept == ["released", "after"]

@@ -7,6 +7,9 @@ The key comes as OpenAI's clients send it: an `Authorization: Bearer` header, or
 Bounds: one client event at most RealtimeLimits.max_event_bytes (close 1009), an idle connection is
 closed after MOLTBOT_REALTIME_IDLE_S (1001), a session lasts at most MOLTBOT_REALTIME_MAX_SECONDS, and at
 most MOLTBOT_REALTIME_MAX_SESSIONS run at once (the next is closed with 1013, try again later).
+
+`?session_id=sess_...` (a key with the `sessions` scope, its own session) continues a stored conversation
+and stores each turn in it, as the chat page's sessions do; its model answers unless `?model=` is given.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from moltbot.gateway.deps import gateway_of
-from moltbot.services.realtime import RealtimeLimits, RealtimeSession
+from moltbot.services.realtime import RealtimeLimits, RealtimeSession, StoredConversation
+from moltbot.services.sessions import SessionNotFoundError
 from moltbot.storage.keys import Scope
 
 router = APIRouter()
@@ -60,7 +64,19 @@ async def realtime(websocket: WebSocket) -> None:
     if _active >= settings.realtime_max_sessions:
         await websocket.close(code=1013, reason="too many live sessions; try again later")
         return
-    model = websocket.query_params.get("model") or gateway.voice_model
+    stored = None
+    session_id = websocket.query_params.get("session_id")
+    if session_id:
+        if not key.allows(Scope.SESSIONS):
+            await websocket.close(code=1008, reason="storing turns in a session needs the sessions scope")
+            return
+        try:
+            found = await gateway.sessions.get(key.id, session_id)
+        except SessionNotFoundError:
+            await websocket.close(code=1008, reason="no such session")
+            return
+        stored = StoredConversation(gateway.sessions.repo, key.id, found)
+    model = websocket.query_params.get("model") or (stored.session.model if stored else gateway.voice_model)
     try:
         gateway.generation.generator(model)
     except Exception:  # noqa: BLE001 - any reason the model cannot answer: refused in the handshake
@@ -74,7 +90,7 @@ async def realtime(websocket: WebSocket) -> None:
     async def send(event: dict[str, Any]) -> None:
         await websocket.send_text(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
 
-    session = RealtimeSession(gateway.speech, gateway.generation, model, send, RealtimeLimits())
+    session = RealtimeSession(gateway.speech, gateway.generation, model, send, RealtimeLimits(), stored=stored)
     try:
         await session.start()
         await _serve(websocket, session, time.monotonic() + settings.realtime_max_seconds, settings.realtime_idle_s)
