@@ -46,6 +46,7 @@ GUESS_AFTER_MS: Final = 96  # of quiet in a turn before its transcript is starte
 MIN_CLAUSE_CHARS: Final = 12
 FIRST_WORDS: Final = 4  # a clause shorter than this waits for the next one
 MAX_CLAUSE_CHARS: Final = 120  # a clause with no punctuation is cut at a space past this
+PARTIAL_EVERY_S: Final = 1.0  # of new speech between two partial transcripts (when they are asked for)
 
 
 @dataclass(slots=True, frozen=True)
@@ -82,6 +83,21 @@ class StoredConversation:
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def _word(text: str) -> str:
+    return text.strip(".,!?;:\"'").casefold()
+
+
+def agreed_words(said: list[str], before: list[str], now: list[str]) -> list[str]:
+    """The words of `now` past those already `said` that two hypotheses in a row agree on (the
+    local-agreement rule of streaming Whisper): a partial transcript never takes a word back."""
+    common = 0
+    for old, new in zip(before, now, strict=False):
+        if _word(old) != _word(new):
+            break
+        common += 1
+    return now[len(said) : common] if common > len(said) else []
 
 
 def split_clause(pending: str, first: bool = False) -> tuple[str, str]:
@@ -189,6 +205,7 @@ class RealtimeSession:
     history: list[ChatMessage] = field(default_factory=list)
     timing: Timing = field(default_factory=Timing)
     stored: StoredConversation | None = None
+    partial_results: bool = False  # transcription deltas while the speaker talks (Moltbot's option)
 
     def __post_init__(self) -> None:
         self.voice = self.voice or self.speech.voice(None, "joe")
@@ -208,6 +225,10 @@ class RealtimeSession:
         # decision): when the pause does end the turn, the transcript is (nearly) ready.
         self._guess: asyncio.Task[str] | None = None
         self._ahead: tuple[asyncio.Task[None], Outbox] | None = None  # the answer started on the guess
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_at = 0  # samples of the turn when the last partial transcript started
+        self._hypothesis: list[str] = []  # the last partial transcript's words
+        self._said: list[str] = []  # the words sent as deltas
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -232,7 +253,8 @@ class RealtimeSession:
             "input_audio_format": "pcm16",
             "output_audio_format": "pcm16",
             "input_audio_transcription": {
-                "model": self.speech.recognizers.ids[0] if self.speech.recognizers.ids else None
+                "model": self.speech.recognizers.ids[0] if self.speech.recognizers.ids else None,
+                "partial_results": self.partial_results,
             },
             "turn_detection": (
                 {
@@ -309,6 +331,12 @@ class RealtimeSession:
             if not isinstance(value, int) or not 1 <= value <= limit:
                 raise ValueError(f"max_response_output_tokens must be 1 to {limit} (or 'inf')")
             self.max_tokens = value
+        if "input_audio_transcription" in session:
+            transcription = session["input_audio_transcription"]
+            partial = transcription.get("partial_results", False) if isinstance(transcription, dict) else None
+            if transcription is not None and not isinstance(partial, bool):
+                raise ValueError("input_audio_transcription must be null or {partial_results: true|false}")
+            self.partial_results = bool(partial)
         for name in ("input_audio_format", "output_audio_format"):
             if name in session and session[name] != "pcm16":
                 raise ValueError(f"{name} must be pcm16 (16 kHz, mono, little-endian)")
@@ -342,8 +370,10 @@ class RealtimeSession:
             await self.error("audio must be base64 of 16-bit PCM samples", code="invalid_audio", param="audio")
             return
         samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-        if not self.server_vad:
+        if not self.server_vad:  # the client decides the turn (push to talk)
+            self._item = self._item or _id("item")
             self._keep(samples)
+            self._partial_ahead()
             return
         padding = int(self.padding_ms * RATE / 1000)
         if not self.vad.speaking:
@@ -355,6 +385,7 @@ class RealtimeSession:
             if change.kind == "speech_started":
                 self._item = _id("item")
                 self._audio, self._buffered = [self._lookback[-padding - len(samples) :]], 0
+                self._drop_partial()
                 await self.send("input_audio_buffer.speech_started", audio_start_ms=at_ms, item_id=self._item)
                 await self._barge_in()  # the client stops playing at speech_started; the answer stops here
             else:
@@ -363,6 +394,7 @@ class RealtimeSession:
                 await self._turn_start(respond=True)
         if self.vad.speaking:
             self._guess_ahead()
+            self._partial_ahead()
         if self.vad.speaking and self._buffered > self.limits.max_utterance_seconds * RATE:
             self.vad.reset()
             await self._turn_start(respond=True)  # a monologue past the limit is answered as it is
@@ -376,6 +408,34 @@ class RealtimeSession:
             self._guess = asyncio.create_task(self._transcribe(np.concatenate(self._audio)))
             outbox = Outbox(self, held=True)
             self._ahead = (asyncio.create_task(self._answer_ahead(self._guess, outbox)), outbox)
+
+    def _partial_ahead(self) -> None:
+        """A partial transcript of the turn so far, each PARTIAL_EVERY_S of speech, while the speaker talks."""
+        due = self._buffered - self._partial_at >= PARTIAL_EVERY_S * RATE
+        if not self.partial_results or not due or self.vad.quiet_ms or self._guess is not None or not self._audio:
+            return
+        if self._partial is None or self._partial.done():
+            self._partial_at = self._buffered
+            self._partial = asyncio.create_task(self._partial_run(self._item, np.concatenate(self._audio)))
+
+    async def _partial_run(self, item: str | None, audio: np.ndarray) -> None:
+        try:
+            words = (await self._transcribe(audio)).split()
+        except SpeechError:
+            return
+        new = agreed_words(self._said, self._hypothesis, words)
+        self._hypothesis = words
+        if new and item == self._item:
+            delta = (" " if self._said else "") + " ".join(new)
+            self._said += new
+            await self.send(
+                "conversation.item.input_audio_transcription.delta", item_id=item, content_index=0, delta=delta
+            )
+
+    def _drop_partial(self) -> None:
+        if self._partial is not None:
+            self._partial.cancel()
+        self._partial, self._partial_at, self._hypothesis, self._said = None, 0, [], []
 
     def _drop_guess(self) -> None:
         if self._guess is not None:
@@ -404,6 +464,7 @@ class RealtimeSession:
     async def _clear(self, _: dict[str, Any]) -> None:
         self._audio, self._buffered, self._item = [], 0, None
         self._drop_guess()
+        self._drop_partial()
         self.vad.reset()
         await self.send("input_audio_buffer.cleared")
 
@@ -428,7 +489,13 @@ class RealtimeSession:
 
     async def _response_create(self, _: dict[str, Any]) -> None:
         await self._barge_in()
-        self._response = asyncio.create_task(self._respond(Outbox(self, held=False), self._messages()))
+        self._response = asyncio.create_task(self._respond_after_turn(self._turn))
+
+    async def _respond_after_turn(self, turn: asyncio.Task[None] | None) -> None:
+        """A response asked for right after a commit answers the committed turn: its transcript first."""
+        if turn is not None and not turn.done():
+            await asyncio.wait({turn})  # (not gather: cancelling this response must not cancel the turn)
+        await self._respond(Outbox(self, held=False), self._messages())
 
     async def _response_cancel(self, _: dict[str, Any]) -> None:
         await self._barge_in()
@@ -446,6 +513,7 @@ class RealtimeSession:
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
         item = self._item or _id("item")
         self._audio, self._buffered, self._item = [], 0, None
+        self._drop_partial()
         await self.send("input_audio_buffer.committed", item_id=item)
         guess, ahead = (self._guess, self._ahead) if respond else (None, None)
         if respond:
@@ -598,6 +666,7 @@ class RealtimeSession:
 
     async def close(self) -> None:
         await self._barge_in()
+        self._drop_partial()
         pending = [t for t in (self._guess, self._ahead[0] if self._ahead else None) if t is not None]
         self._drop_guess()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -198,6 +198,39 @@ def test_turns_go_into_a_stored_session(server: Server, key: str) -> None:
             open_session(server, other_key, session_id=other_session)
 
 
+def test_push_to_talk_with_partial_transcripts(server: Server, key: str) -> None:
+    # The client decides the turn (no server VAD), asks for partial transcripts, and sends commit and
+    # response.create back to back: the answer waits for the committed turn's transcript.
+    question = speech(server, "Please tell me, what is the capital city of France?")
+    with open_session(server, key) as ws:
+        ws.recv(timeout=30)
+        update = {
+            "turn_detection": None,
+            "input_audio_transcription": {"partial_results": True},
+            "temperature": 0.0,
+            "instructions": "Answer in one short sentence.",
+        }
+        ws.send(json.dumps({"type": "session.update", "session": update}))
+        assert json.loads(ws.recv(timeout=30))["session"]["input_audio_transcription"]["partial_results"] is True
+        step = RATE // 10
+        for start in range(0, len(question), step):  # at the pace of speech, as a microphone sends it
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm(question[start : start + step])}))
+            time.sleep(0.1)
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        ws.send(json.dumps({"type": "response.create"}))
+        events = events_until(ws, lambda e: e["type"] == "response.done")
+    kinds = [e["type"] for e in events]
+    deltas = [e["delta"] for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert deltas and kinds.index("conversation.item.input_audio_transcription.delta") < kinds.index(
+        "conversation.item.input_audio_transcription.completed"
+    )
+    assert "".join(deltas).split()[0].casefold().strip(",") == heard["transcript"].split()[0].casefold().strip(",")
+    assert kinds.index("conversation.item.input_audio_transcription.completed") < kinds.index("response.created")
+    answer = events[-1]["response"]["output"][0]["content"][0]["transcript"]
+    assert "paris" in answer.casefold(), answer
+
+
 def test_keys_are_checked_in_the_handshake(server: Server, key: str) -> None:
     with pytest.raises(InvalidStatus) as missing:
         open_session(server, key, headers={})

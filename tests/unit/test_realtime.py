@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from moltbot.services.realtime import Outbox, Timing, split_clause
+from moltbot.services.realtime import Outbox, Timing, agreed_words, split_clause
 from moltbot.speech.audio import resample
 from moltbot.speech.tts import Speakers
 from moltbot.speech.vad import StreamingVad
@@ -80,3 +80,15 @@ def test_an_answer_finished_ahead_joins_the_conversation_only_when_released() ->
 
     kept, _ = asyncio.run(run())
     assert kept == ["released", "after"]
+
+
+def test_partial_transcripts_send_only_words_two_hypotheses_agree_on() -> None:
+    assert agreed_words([], [], ["what", "is"]) == []  # one hypothesis: nothing is sure yet
+    assert agreed_words([], ["what", "is"], ["What", "is", "the", "capital"]) == ["What", "is"]
+    said = ["What", "is"]
+    assert agreed_words(said, ["What", "is", "the", "capital"], ["What", "is", "the", "capital", "of"]) == [
+        "the",
+        "capital",
+    ]
+    # The new hypothesis changes an earlier word: nothing past the change is sent, nothing is taken back.
+    assert agreed_words(said, ["What", "is", "the", "capital"], ["Whats", "the", "capital"]) == []
