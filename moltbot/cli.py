@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from moltbot import __version__, cli_documents, cli_models, cli_pipelines, endpoint, offline
 from moltbot.app import build_services, create_app, ensure_admin_key
 from moltbot.gateway import tls
+from moltbot.logs import RedactSecrets
 from moltbot.monitor.rules import RulesError, load_rules
 from moltbot.resources import detect
 from moltbot.sessions.export import export_document
@@ -58,9 +59,8 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets())  # libraries log handshake headers at debug level
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # llama.cpp reports through llama-cpp-python's logger: its load-time chatter only at debug level.
-    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
 
 def _table(rows: Sequence[Sequence[object]]) -> str:

@@ -4,6 +4,7 @@ CORS, security headers, JSON depth."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -284,3 +285,31 @@ def test_a_trusted_proxy_forwards_client_addresses(make_data_dir: Callable[..., 
         assert client.get("/v1/models", headers={**bad, "X-Forwarded-For": "203.0.113.2"}).status_code == 401
     clients = {r.get("client") for r in log_records(server.stderr()) if r.get("logger") == "moltbot.access"}
     assert {"203.0.113.1", "203.0.113.2"} <= clients
+
+
+def test_debug_logs_hold_no_key(make_data_dir: Callable[..., Path]) -> None:
+    # At debug level the WebSocket library logs every handshake header: the key a browser sends in
+    # OpenAI's subprotocol, and a bearer header, must come out masked.
+    from websockets.exceptions import InvalidStatus, WebSocketException
+    from websockets.sync.client import connect
+
+    data_dir = make_data_dir("debug-logs")
+    key = create_key(data_dir, "audio,chat", name="debug")
+    env = {"MOLTBOT_LOG_LEVEL": "debug", "MOLTBOT_BUNDLED_MODELS": "false"}
+    with running_server(data_dir, env, ready=False) as server:
+        url = server.base_url.replace("https://", "wss://").removesuffix("/v1") + "/v1/realtime"
+        for headers, protocols in (
+            ({}, ["realtime", f"openai-insecure-api-key.{key}"]),
+            ({"Authorization": f"Bearer {key}"}, None),
+        ):
+            # Refused or closed: the handshake was logged either way.
+            with contextlib.suppress(InvalidStatus, WebSocketException, OSError):
+                connect(
+                    url, ssl=server.verify, additional_headers=headers, subprotocols=protocols, open_timeout=30
+                ).close()
+        with server.client(key) as client:
+            client.get("/v1/models")
+    logged = server.stderr()
+    assert "sec-websocket-protocol" in logged.casefold()  # the headers were logged, at debug level
+    secret = key.split("_", 2)[2]
+    assert secret not in logged
