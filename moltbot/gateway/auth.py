@@ -29,6 +29,7 @@ PUBLIC_PATHS: Final = frozenset(
         "/ui",
         "/ui/app.js",
         "/ui/app.css",
+        "/ui/mic.js",
         "/ui/graph",
         "/ui/graph.js",
         "/ui/vendor/cytoscape.min.js",

@@ -12,17 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, require_tool, running_server
+from tests.browser import WAIT_S, sign_in, start_chromium, wait
+from tests.helpers import CHAT_MODEL, START_TIMEOUT_S, Server, create_key, running_server
 
-WAIT_S = 120
 XSS_REPLY = (
     'Look: <img src=x onerror="window.__xss = 1"> and <script>window.__xss = 2</script> '
     "[click me](javascript:window.__xss=3) and [safe](https://example.org/page)\n\n```\n<b>code</b>\n```"
@@ -38,43 +35,13 @@ def server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    binary = require_tool("chromium")
-    driver_path = require_tool("chromedriver")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not try to download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1100,850",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.accept_insecure_certs = True  # the server's own CA, on loopback only
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    driver.set_page_load_timeout(WAIT_S)
+    driver = start_chromium()
     yield driver
     driver.quit()
 
 
-def _wait(driver: WebDriver, condition: Callable[[WebDriver], object], what: str) -> None:
-    try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition, message=what)
-    except TimeoutException:  # say what the page showed and logged
-        shown = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".error") if e.text]
-        raise AssertionError(f"waited for {what}; page errors {shown}; console {driver.get_log('browser')}") from None
-
-
 def _sign_in(driver: WebDriver, server: Server) -> None:
-    driver.get(server.url + "/")
-    driver.execute_script("sessionStorage.clear()")  # signed out, whatever an earlier test left
-    driver.refresh()
-    _wait(driver, lambda d: d.find_element(By.ID, "key").is_displayed(), "the sign-in form")
-    driver.find_element(By.ID, "key").send_keys(server.admin_key)
-    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
-    _wait(driver, lambda d: d.find_element(By.ID, "app").is_displayed(), "the chat after sign-in")
+    sign_in(driver, server.url, server.admin_key)
 
 
 def _session_buttons(driver: WebDriver) -> list[WebElement]:
@@ -82,7 +49,7 @@ def _session_buttons(driver: WebDriver) -> list[WebElement]:
 
 
 def _send(driver: WebDriver, text: str) -> None:
-    _wait(driver, lambda d: d.find_element(By.ID, "input").is_enabled(), "the composer")
+    wait(driver, lambda d: d.find_element(By.ID, "input").is_enabled(), "the composer")
     box = driver.find_element(By.ID, "input")
     box.send_keys(text)
     driver.find_element(By.ID, "send").click()
@@ -106,19 +73,19 @@ def test_chat_stream_stop_reload_delete(server: Server, browser: WebDriver, tmp_
     key_in_storage = browser.execute_script("return sessionStorage.getItem('moltbot.key')")
     assert key_in_storage == server.admin_key and server.admin_key not in browser.current_url
     picker = "the model picker"  # inside a closed <details>: its text is read from the DOM
-    _wait(browser, lambda d: CHAT_MODEL in (d.find_element(By.ID, "model").get_attribute("textContent") or ""), picker)
+    wait(browser, lambda d: CHAT_MODEL in (d.find_element(By.ID, "model").get_attribute("textContent") or ""), picker)
     _send(browser, "Hello there, how are you?")
-    _wait(
+    wait(
         browser, lambda d: "tokens/s" in d.find_element(By.CSS_SELECTOR, "#messages li.assistant .meta").text, "a reply"
     )
     reply = browser.find_element(By.CSS_SELECTOR, "#messages li.assistant .body").text
     assert reply.strip()
-    _wait(browser, lambda d: len(_session_buttons(d)) == 1, "the new conversation in the list")
+    wait(browser, lambda d: len(_session_buttons(d)) == 1, "the new conversation in the list")
 
     # A long answer, stopped while it streams.
     _send(browser, "Tell me a very long story about a lighthouse keeper and the sea, in great detail.")
-    _wait(browser, lambda d: d.find_element(By.ID, "stop").is_displayed(), "the stop button")
-    _wait(
+    wait(browser, lambda d: d.find_element(By.ID, "stop").is_displayed(), "the stop button")
+    wait(
         browser,
         lambda d: (
             len(d.find_elements(By.CSS_SELECTOR, "#messages li.assistant")) == 2
@@ -127,7 +94,7 @@ def test_chat_stream_stop_reload_delete(server: Server, browser: WebDriver, tmp_
         "the second reply to start",
     )
     browser.find_element(By.ID, "stop").click()
-    _wait(
+    wait(
         browser,
         lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.assistant .meta")[1].text == "stopped",
         "stopped",
@@ -139,15 +106,15 @@ def test_chat_stream_stop_reload_delete(server: Server, browser: WebDriver, tmp_
 
     # Reload: still signed in (sessionStorage), and the conversation is there with its messages.
     browser.refresh()
-    _wait(browser, lambda d: len(_session_buttons(d)) == 1, "the conversation after a reload")
+    wait(browser, lambda d: len(_session_buttons(d)) == 1, "the conversation after a reload")
     _session_buttons(browser)[0].click()
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#messages li")) == 4, "the stored turns")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#messages li")) == 4, "the stored turns")
     roles = [item.get_attribute("class") for item in browser.find_elements(By.CSS_SELECTOR, "#messages li")]
     assert roles == ["user", "assistant", "user", "assistant"]
 
     browser.find_element(By.ID, "delete").click()
     WebDriverWait(browser, WAIT_S).until(lambda d: d.switch_to.alert).accept()
-    _wait(browser, lambda d: not _session_buttons(d), "the conversation to be deleted")
+    wait(browser, lambda d: not _session_buttons(d), "the conversation to be deleted")
     with server.client() as client:
         assert client.get("/v1/sessions").json()["data"] == []
 
@@ -160,9 +127,9 @@ def test_a_hostile_reply_executes_nothing(server: Server, browser: WebDriver) ->
         )
     assert imported.status_code == 201, imported.text
     _sign_in(browser, server)
-    _wait(browser, lambda d: any(b.text == "hostile" for b in _session_buttons(d)), "the imported conversation")
+    wait(browser, lambda d: any(b.text == "hostile" for b in _session_buttons(d)), "the imported conversation")
     next(b for b in _session_buttons(browser) if b.text == "hostile").click()
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#messages li")) == 2, "the hostile reply")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#messages li")) == 2, "the hostile reply")
     body = browser.find_element(By.CSS_SELECTOR, "#messages li.assistant .body")
     assert "<img src=x" in body.text and "<script>" in body.text  # shown as text
     assert not body.find_elements(By.TAG_NAME, "img") and not body.find_elements(By.TAG_NAME, "script")
@@ -190,14 +157,14 @@ def test_the_graph_page_draws_a_nodes_neighbourhood(server: Server, browser: Web
     browser.get(f"{server.url}/ui/graph")
     browser.execute_script("sessionStorage.clear()")
     browser.get(f"{server.url}/ui/graph")
-    _wait(browser, lambda d: d.find_element(By.ID, "signin").is_displayed(), "the sign-in form")
+    wait(browser, lambda d: d.find_element(By.ID, "signin").is_displayed(), "the sign-in form")
     browser.find_element(By.ID, "key").send_keys(key)
     browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
     browser.find_element(By.ID, "query").send_keys("Ingrid")
     browser.find_element(By.CSS_SELECTOR, "#search button").click()
-    _wait(browser, lambda d: "Ingrid Halvorsen" in d.find_element(By.ID, "results").text, "the search result")
+    wait(browser, lambda d: "Ingrid Halvorsen" in d.find_element(By.ID, "results").text, "the search result")
     browser.find_element(By.CSS_SELECTOR, "#results button").click()
-    _wait(browser, lambda d: d.execute_script("return window.moltbotGraph.nodes().length") >= 2, "the drawing")
+    wait(browser, lambda d: d.execute_script("return window.moltbotGraph.nodes().length") >= 2, "the drawing")
     labels = browser.execute_script("return window.moltbotGraph.nodes().map((n) => n.data('label'))")
     assert "Ingrid Halvorsen" in labels and "meeting.txt" in labels
     assert "mentions" in browser.find_element(By.ID, "details").text

@@ -16,6 +16,7 @@ FILES = {
     "/ui": ("index.html", "text/html; charset=utf-8"),
     "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/ui/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/ui/mic.js": ("mic.js", "text/javascript; charset=utf-8"),
     "/ui/graph": ("graph.html", "text/html; charset=utf-8"),
     "/ui/graph.js": ("graph.js", "text/javascript; charset=utf-8"),
     "/ui/vendor/cytoscape.min.js": ("vendor/cytoscape.min.js", "text/javascript; charset=utf-8"),

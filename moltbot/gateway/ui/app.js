@@ -112,6 +112,7 @@ async function loadSessions() {
 }
 
 async function openSession(id) {
+  if (id !== voice.sessionId) closeVoice();
   const session = await (await api("GET", `/v1/sessions/${id}`)).json();
   state.current = session.id;
   $("title").value = session.title || "";
@@ -125,6 +126,7 @@ async function openSession(id) {
 }
 
 function newConversation() {
+  closeVoice();
   state.current = null; $("title").value = ""; $("messages").replaceChildren(); $("error").textContent = "";
   for (const button of $("sessions").querySelectorAll("button")) button.setAttribute("aria-current", "false");
   $("input").focus();
@@ -157,14 +159,18 @@ async function* events(response) {
   }
 }
 
+async function ensureSession(title) {
+  if (state.current) return state.current;
+  const body = { model: $("model").value || undefined, title: title.slice(0, 60), system_prompt: $("system").value.trim() || undefined };
+  const session = await (await api("POST", "/v1/sessions", body)).json();
+  state.current = session.id; $("title").value = session.title || "";
+  loadSessions().catch(show);
+  return session.id;
+}
+
 async function send(text) {
   $("error").textContent = "";
-  if (!state.current) {
-    const body = { model: $("model").value || undefined, title: text.slice(0, 60), system_prompt: $("system").value.trim() || undefined };
-    const session = await (await api("POST", "/v1/sessions", body)).json();
-    state.current = session.id; $("title").value = session.title || "";
-    loadSessions().catch(show);
-  }
+  await ensureSession(text);
   addMessage("user", text);
   const answer = addMessage("assistant", "");
   state.controller = new AbortController(); busy(true);
@@ -193,9 +199,205 @@ function busy(on) { $("send").hidden = on; $("stop").hidden = !on; $("input").di
 
 function show(error) { const text = explain(error); if (text) $("error").textContent = text; }
 
+// -- voice ----------------------------------------------------------------------------------------
+// The microphone goes through an AudioWorklet (mic.js: 16 kHz PCM16) to the Realtime WebSocket
+// (/v1/realtime, the key in OpenAI's subprotocol, the turns stored in this conversation's session);
+// the answer's audio (16 kHz PCM16) is queued for playback as it arrives. Push to talk: the turn is
+// what is said while the button is held. Hands-free: the server's VAD finds the turns; speaking over
+// an answer stops its playback (barge-in).
+
+const RATE = 16000;
+const voice = {
+  ws: null, sessionId: null, opened: null, context: null, node: null, stream: null, mode: null,
+  playAt: 0, sources: [], user: null, heard: "", answer: null, said: "", onEnd: null,
+  releasedAt: null, firstAudioMs: null, // push to talk: from letting go to the answer's first audio
+};
+
+function voiceState(text) { $("voice-state").textContent = text; }
+
+function base64(buffer) {
+  const bytes = new Uint8Array(buffer); let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function voiceSend(event) { if (voice.ws && voice.ws.readyState === WebSocket.OPEN) voice.ws.send(JSON.stringify(event)); }
+
+async function openVoice() {
+  const sessionId = await ensureSession("Voice conversation");
+  if (voice.ws && voice.sessionId === sessionId && voice.ws.readyState <= WebSocket.OPEN) return voice.opened;
+  if (voice.ws) { const old = voice.ws; voice.ws = null; old.close(1000); } // another conversation's
+  stopPlayback();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/v1/realtime?session_id=${encodeURIComponent(sessionId)}`;
+  const ws = new WebSocket(url, ["realtime", `openai-insecure-api-key.${key()}`]);
+  voice.ws = ws; voice.sessionId = sessionId;
+  voice.opened = new Promise((resolve, reject) => {
+    ws.addEventListener("message", (message) => {
+      const event = JSON.parse(message.data);
+      if (event.type === "session.created") resolve();
+      onVoiceEvent(event);
+    });
+    ws.addEventListener("close", (closed) => {
+      reject(new Error(closed.reason || "the voice connection was refused"));
+      if (voice.ws === ws) {
+        voice.ws = null; stopMic(); stopPlayback(); voiceState("");
+        if (closed.code !== 1000 && closed.code !== 1005) show(new Error(`Voice: ${closed.reason || `connection closed (${closed.code})`}`));
+      }
+    });
+  });
+  await voice.opened;
+  voiceSend({ type: "session.update", session: { temperature: Number($("temperature").value), input_audio_transcription: { partial_results: true } } });
+  return voice.opened;
+}
+
+function closeVoice() {
+  stopMic(); stopPlayback(); setHandsFree(false);
+  if (voice.ws) { const ws = voice.ws; voice.ws = null; ws.close(1000); }
+  voice.user = null; voice.answer = null; voiceState("");
+}
+
+async function startMic() {
+  if (!voice.context) {
+    voice.context = new AudioContext();
+    await voice.context.audioWorklet.addModule("/ui/mic.js");
+  }
+  await voice.context.resume();
+  if (!voice.node) {
+    const constraints = { audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true } };
+    voice.stream = await navigator.mediaDevices.getUserMedia(constraints);
+    const source = voice.context.createMediaStreamSource(voice.stream);
+    voice.node = new AudioWorkletNode(voice.context, "moltbot-mic", { numberOfInputs: 1, numberOfOutputs: 0 });
+    voice.node.port.onmessage = (message) => {
+      if (message.data instanceof ArrayBuffer) voiceSend({ type: "input_audio_buffer.append", audio: base64(message.data) });
+      else if (message.data.end && voice.onEnd) { const then = voice.onEnd; voice.onEnd = null; then(); }
+    };
+    source.connect(voice.node);
+  }
+}
+
+function micOn(on) { if (voice.node) voice.node.port.postMessage({ on }); }
+
+function stopMic() {
+  micOn(false);
+  if (voice.stream) for (const track of voice.stream.getTracks()) track.stop();
+  if (voice.node) voice.node.disconnect();
+  voice.stream = null; voice.node = null; voice.onEnd = null;
+}
+
+function play(encoded) {
+  const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+  const samples = new Int16Array(bytes.buffer, 0, bytes.length >> 1);
+  if (!samples.length || !voice.context) return;
+  const buffer = voice.context.createBuffer(1, samples.length, RATE);
+  const channel = buffer.getChannelData(0);
+  for (let i = 0; i < samples.length; i++) channel[i] = samples[i] / 32768;
+  const source = voice.context.createBufferSource();
+  source.buffer = buffer; source.connect(voice.context.destination);
+  voice.playAt = Math.max(voice.playAt, voice.context.currentTime + 0.02);
+  source.start(voice.playAt); voice.playAt += buffer.duration;
+  voice.sources.push(source);
+  source.onended = () => { voice.sources = voice.sources.filter((s) => s !== source); if (!voice.sources.length && voice.mode) voiceState(voice.mode === "handsfree" ? "listening" : ""); };
+  const state = $("voice-state");
+  state.dataset.playedMs = String(Number(state.dataset.playedMs) + Math.round(buffer.duration * 1000));
+  voiceState("speaking");
+}
+
+function stopPlayback() {
+  for (const source of voice.sources) { try { source.stop(); } catch (_) { /* not started */ } }
+  voice.sources = []; voice.playAt = 0;
+}
+
+function onVoiceEvent(event) {
+  switch (event.type) {
+    case "input_audio_buffer.speech_started":
+      stopPlayback(); // barge-in: the server cancels the answer, the page stops playing it
+      voice.user = voice.user || addMessage("user", "…"); voice.heard = ""; voiceState("hearing");
+      break;
+    case "conversation.item.input_audio_transcription.delta":
+      voice.user = voice.user || addMessage("user", "…");
+      voice.heard += event.delta; render(voice.user.body, voice.heard);
+      break;
+    case "conversation.item.input_audio_transcription.completed":
+      voice.user = voice.user || addMessage("user", "");
+      if (event.transcript.trim()) render(voice.user.body, event.transcript); else voice.user.item.remove();
+      voice.user = null; voice.heard = ""; voiceState("thinking");
+      break;
+    case "response.created":
+      voice.answer = addMessage("assistant", ""); voice.said = "";
+      break;
+    case "response.audio_transcript.delta":
+      if (!voice.answer) break;
+      voice.said += event.delta; render(voice.answer.body, voice.said); voice.answer.item.scrollIntoView({ block: "end" });
+      break;
+    case "response.audio.delta":
+      if (voice.releasedAt !== null) { voice.firstAudioMs = performance.now() - voice.releasedAt; voice.releasedAt = null; }
+      play(event.delta);
+      break;
+    case "response.done": {
+      const state = $("voice-state"); state.dataset.responses = String(Number(state.dataset.responses) + 1);
+      if (voice.answer) {
+        const timing = event.response.timing || {};
+        const waited = timing.first_audio_ms != null ? timing.first_audio_ms : voice.firstAudioMs;
+        voice.answer.meta.textContent = event.response.status === "cancelled" ? "stopped"
+          : (waited != null ? `voice · first audio ${Math.round(waited)} ms after you stopped` : "voice");
+        voice.firstAudioMs = null;
+      }
+      voice.answer = null;
+      if (!voice.sources.length) voiceState(voice.mode === "handsfree" ? "listening" : "");
+      break;
+    }
+    case "error":
+      show(new Error(`Voice: ${event.error.message}`));
+      break;
+    default:
+      break;
+  }
+}
+
+async function talkStart() {
+  if (voice.mode === "talk") return;
+  if (voice.mode === "handsfree") setHandsFree(false);
+  voice.mode = "talk"; $("talk").classList.add("talking"); $("error").textContent = "";
+  try {
+    await openVoice();
+    voiceSend({ type: "session.update", session: { turn_detection: null } });
+    await startMic();
+    stopPlayback(); voiceSend({ type: "response.cancel" });
+    if (voice.mode !== "talk") return; // released while the microphone opened
+    voice.user = addMessage("user", "…"); voice.heard = "";
+    micOn(true); voiceState("hearing");
+  } catch (error) { voice.mode = null; $("talk").classList.remove("talking"); show(error); }
+}
+
+function talkEnd() {
+  if (voice.mode !== "talk") return;
+  voice.mode = null; $("talk").classList.remove("talking");
+  if (!voice.node) return;
+  voice.onEnd = () => { voiceSend({ type: "input_audio_buffer.commit" }); voiceSend({ type: "response.create" }); };
+  voice.releasedAt = performance.now(); micOn(false); voiceState("thinking");
+}
+
+function setHandsFree(on) {
+  $("handsfree").setAttribute("aria-pressed", String(on));
+  if (!on) { if (voice.mode === "handsfree") { voice.mode = null; micOn(false); voiceState(""); } return; }
+  voice.mode = "handsfree";
+}
+
+async function handsFree() {
+  if (voice.mode === "handsfree") { setHandsFree(false); return; }
+  setHandsFree(true); $("error").textContent = "";
+  try {
+    await openVoice();
+    voiceSend({ type: "session.update", session: { turn_detection: { type: "server_vad", silence_duration_ms: 500 } } });
+    await startMic();
+    if (voice.mode === "handsfree") { micOn(true); voiceState("listening"); }
+  } catch (error) { setHandsFree(false); show(error); }
+}
+
 // -- wiring ---------------------------------------------------------------------------------------
 
-function signOut() { sessionStorage.removeItem(KEY); $("app").hidden = true; $("signin").hidden = false; $("key").focus(); }
+function signOut() { closeVoice(); sessionStorage.removeItem(KEY); $("app").hidden = true; $("signin").hidden = false; $("key").focus(); }
 
 async function start() {
   $("signin").hidden = true; $("app").hidden = false;
@@ -218,6 +420,13 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("stop").addEventListener("click", () => { if (state.controller) state.controller.abort(); });
   $("new").addEventListener("click", newConversation);
+  const talk = $("talk");
+  talk.addEventListener("pointerdown", (event) => { event.preventDefault(); talk.setPointerCapture(event.pointerId); talkStart(); });
+  talk.addEventListener("pointerup", talkEnd);
+  talk.addEventListener("pointercancel", talkEnd);
+  talk.addEventListener("keydown", (event) => { if (event.key === " " && !event.repeat) { event.preventDefault(); talkStart(); } });
+  talk.addEventListener("keyup", (event) => { if (event.key === " ") { event.preventDefault(); talkEnd(); } });
+  $("handsfree").addEventListener("click", () => handsFree());
   $("signout").addEventListener("click", signOut);
   $("toggle").addEventListener("click", () => $("sidebar").classList.toggle("closed"));
   $("rename").addEventListener("click", async () => {
