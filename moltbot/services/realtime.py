@@ -206,6 +206,8 @@ class RealtimeSession:
     timing: Timing = field(default_factory=Timing)
     stored: StoredConversation | None = None
     partial_results: bool = False  # transcription deltas while the speaker talks (Moltbot's option)
+    transcription_model: str | None = None  # None: the server's speech model
+    language: str | None = None  # of the speaker (None: the model's default or its detection)
 
     def __post_init__(self) -> None:
         self.voice = self.voice or self.speech.voice(None, "joe")
@@ -253,7 +255,8 @@ class RealtimeSession:
             "input_audio_format": "pcm16",
             "output_audio_format": "pcm16",
             "input_audio_transcription": {
-                "model": self.speech.recognizers.ids[0] if self.speech.recognizers.ids else None,
+                "model": self._recognizer_id(),
+                "language": self.language,
                 "partial_results": self.partial_results,
             },
             "turn_detection": (
@@ -271,6 +274,12 @@ class RealtimeSession:
             "sample_rate": RATE,
             "session_id": self.stored.session.id if self.stored is not None else None,  # Moltbot's: where turns go
         }
+
+    def _recognizer_id(self) -> str | None:
+        try:
+            return self.speech.recognizer(self.transcription_model, self.language).id
+        except SpeechError:
+            return None  # none installed: each turn says so
 
     async def start(self) -> None:
         await self.send("session.created", session=self.describe())
@@ -332,11 +341,7 @@ class RealtimeSession:
                 raise ValueError(f"max_response_output_tokens must be 1 to {limit} (or 'inf')")
             self.max_tokens = value
         if "input_audio_transcription" in session:
-            transcription = session["input_audio_transcription"]
-            partial = transcription.get("partial_results", False) if isinstance(transcription, dict) else None
-            if transcription is not None and not isinstance(partial, bool):
-                raise ValueError("input_audio_transcription must be null or {partial_results: true|false}")
-            self.partial_results = bool(partial)
+            self._apply_transcription(session["input_audio_transcription"] or {})
         for name in ("input_audio_format", "output_audio_format"):
             if name in session and session[name] != "pcm16":
                 raise ValueError(f"{name} must be pcm16 (16 kHz, mono, little-endian)")
@@ -359,6 +364,18 @@ class RealtimeSession:
                 self.vad = StreamingVad(self.threshold, self.silence_ms)
             else:
                 raise ValueError("turn_detection must be null or {type: server_vad, ...}")
+
+    def _apply_transcription(self, transcription: Any) -> None:
+        if not isinstance(transcription, dict):
+            raise ValueError("input_audio_transcription must be null or {model, language, partial_results}")
+        partial = transcription.get("partial_results", False)
+        model, language = transcription.get("model"), transcription.get("language") or None
+        if not isinstance(partial, bool):
+            raise ValueError("input_audio_transcription.partial_results must be true or false")
+        if not isinstance(model, str | None) or not isinstance(language, str | None) or len(language or "") > 8:
+            raise ValueError("input_audio_transcription.model and .language must be short strings")
+        self.speech.recognizer(model, language)  # a model that is not installed: SpeechError
+        self.partial_results, self.transcription_model, self.language = partial, model, language
 
     async def _append(self, event: dict[str, Any]) -> None:
         encoded = event.get("audio")
@@ -565,7 +582,7 @@ class RealtimeSession:
     async def _transcribe(self, audio: np.ndarray) -> str:
         if not len(audio):
             return ""
-        return await self.speech.listen(audio)
+        return await self.speech.listen(audio, self.transcription_model, self.language)
 
     async def _user_said(self, text: str) -> None:
         self._remember(ChatMessage(Role.USER, text))

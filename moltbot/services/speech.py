@@ -12,13 +12,14 @@ import base64
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import anyio
 import numpy as np
 
 from moltbot.speech.audio import FORMATS, RATE, Audio, AudioError, decode, encode
-from moltbot.speech.stt import Segment, SpeechModelError, SpeechModels, TranscribeOptions, Word
+from moltbot.speech.stt import Engine, Segment, SpeechModelError, SpeechModels, TranscribeOptions, Word
 from moltbot.speech.tts import Speakers, Voice
 
 TRANSCRIPT_FORMATS: Final = ("json", "text", "srt", "vtt", "verbose_json")
@@ -132,9 +133,10 @@ def _word(word: Word) -> dict[str, Any]:
 
 
 class SpeechService:
-    def __init__(self, limits: SpeechLimits) -> None:
+    def __init__(self, limits: SpeechLimits, cache: Path | None = None, default_model: str | None = None) -> None:
+        """`cache`: where speech models assembled from pieces are placed (the data directory's)."""
         self.limits = limits
-        self.recognizers = SpeechModels(limits.threads)
+        self.recognizers = SpeechModels(limits.threads, cache, default_model)
         self.speakers = Speakers(limits.threads)
         self.speakers.voices()  # espeak-ng's list read once, here, not on the event loop
         self._limiter = anyio.CapacityLimiter(limits.threads)
@@ -155,7 +157,7 @@ class SpeechService:
         """Start reading a recording: its language and length, and its segments as the engine reads
         them. Raises SpeechError (a bad file, model or language) before any segment."""
         try:
-            engine = self.recognizers.get(model)
+            engine = self.recognizers.get(model, options.language)
         except SpeechModelError as exc:
             raise SpeechError(str(exc), exc.param or "model", "model_not_found") from None
         audio = await self._decode(data)
@@ -185,14 +187,20 @@ class SpeechService:
         text = "".join(s.text for s in found).strip()
         return TranscriptResult(text, reading.language, reading.duration, found, time.perf_counter() - started)
 
-    async def listen(self, samples: np.ndarray, model: str | None = None) -> str:
-        """16 kHz samples already in memory (a live turn) to text, greedy (beam 1: the latency counts)."""
+    def recognizer(self, model: str | None, language: str | None = None) -> Engine:
         try:
-            engine = self.recognizers.get(model)
+            return self.recognizers.get(model, language)
         except SpeechModelError as exc:
             raise SpeechError(str(exc), exc.param or "model", "model_not_found") from None
-        options = TranscribeOptions(beam_size=1)
-        transcript = await self._run(engine.transcribe, Audio(samples.astype(np.float32), RATE), options)
+
+    async def listen(self, samples: np.ndarray, model: str | None = None, language: str | None = None) -> str:
+        """16 kHz samples already in memory (a live turn) to text, greedy (beam 1: the latency counts)."""
+        engine = self.recognizer(model, language)
+        options = TranscribeOptions(language=language, beam_size=1)
+        try:
+            transcript = await self._run(engine.transcribe, Audio(samples.astype(np.float32), RATE), options)
+        except SpeechModelError as exc:
+            raise SpeechError(str(exc), exc.param or "language") from None
         return "".join([s.text async for s in self._each(transcript.segments)]).strip()
 
     # -- text to speech ------------------------------------------------------------------------

@@ -266,6 +266,11 @@ def test_bad_events_get_errors_and_the_session_goes_on(server: Server, key: str)
         assert json.loads(ws.recv(timeout=30))["error"]["param"] == "voice"
         ws.send(json.dumps({"type": "session.update", "session": {"turn_detection": {"silence_duration_ms": 5}}}))
         assert json.loads(ws.recv(timeout=30))["type"] == "error"
+        ws.send(json.dumps({"type": "session.update", "session": {"input_audio_transcription": {"model": "nope"}}}))
+        assert json.loads(ws.recv(timeout=30))["error"]["param"] == "model"
+        ws.send(json.dumps({"type": "session.update", "session": {"input_audio_transcription": {"language": "de"}}}))
+        transcription = json.loads(ws.recv(timeout=30))["session"]["input_audio_transcription"]
+        assert transcription["model"] == "whisper-base" and transcription["language"] == "de"  # multilingual
         ws.send(json.dumps({"type": "session.update", "session": {"voice": "alloy"}}))
         assert json.loads(ws.recv(timeout=30))["session"]["voice"] == "joe"  # still serving
         ws.send("x" * (2 << 20))  # one event over the 1 MiB bound: the connection is closed

@@ -108,3 +108,22 @@ def test_the_chat_models_fit_the_memory(memory_gib: int, expected: tuple[str, ..
     assert runtime.summary_model == expected[-1] and chosen.summary_model == "gemma-3-270m"
     configured = Settings(data_dir=Path("data"), document_model="qwen2.5-coder-1.5b-instruct")
     assert resolve(configured, resources(memory_gib)).summary_model == "qwen2.5-coder-1.5b-instruct"
+
+
+def test_the_voice_profile_is_small_and_loads_no_embedder() -> None:
+    runtime = resolve(Settings(profile=ProfileName.VOICE), resources(4, cores=4))
+    assert runtime.profile.name is ProfileName.VOICE and runtime.threads == 4  # threads from the cores
+    assert runtime.chat_models == ("qwen2.5-coder-0.5b-instruct",) and runtime.voice_model == runtime.chat_models[0]
+    assert runtime.parallel * runtime.context_size <= 4096
+    assert not runtime.wanted("all-minilm-l6-v2", bundled=True)
+    assert resolve(Settings(), resources(4)).wanted("all-minilm-l6-v2", bundled=True)
+    assert choose_profile(resources(2)).name is not ProfileName.VOICE  # only when asked for
+
+
+def test_the_speech_model_is_one_that_ships(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().speech_model == "whisper-tiny.en"
+    monkeypatch.setenv("MOLTBOT_SPEECH_MODEL", "whisper-base")
+    assert Settings().speech_model == "whisper-base"
+    monkeypatch.setenv("MOLTBOT_SPEECH_MODEL", "whisper-large")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
 from moltbot.services.speech import TranscriptResult, subtitles, transcript_body
-from moltbot.speech.audio import PCM_RATE, RATE, AudioError, decode, encode
-from moltbot.speech.stt import Segment, SpeechModelError, SpeechModels, Word
+from moltbot.speech.audio import PCM_RATE, RATE, Audio, AudioError, decode, encode, resample
+from moltbot.speech.stt import (
+    WHISPER_BASE_FILES,
+    Segment,
+    SpeechModelError,
+    SpeechModels,
+    TranscribeOptions,
+    Word,
+    whisper_base_path,
+)
 from moltbot.speech.tts import EspeakEngine, Speakers, sentences
 
 
@@ -112,3 +121,38 @@ def test_speech_models_know_openai_names() -> None:
     assert models.get("whisper-1").id == "whisper-tiny.en" and models.get(None).english_only
     with pytest.raises(SpeechModelError, match="unknown speech-to-text model"):
         models.get("whisper-large")
+
+
+def test_pocketsphinx_is_the_second_engine() -> None:
+    models = SpeechModels(threads=1)
+    assert models.ids == ["whisper-tiny.en", "pocketsphinx-en-us"]  # Whisper stays the default (no cache given)
+    sphinx = models.get("pocketsphinx-en-us")
+    speakers = Speakers(threads=1)
+    voice = speakers.resolve(None, "joe")
+    said = np.concatenate(list(speakers.speak(voice, "What is the capital of France?", 1.0)))
+    samples = np.concatenate([np.zeros(4000, np.float32), resample(said, voice.rate, RATE)])
+    transcript = sphinx.transcribe(Audio(samples, RATE), TranscribeOptions(words=True))
+    segments = list(transcript.segments)
+    heard = " ".join(s.text for s in segments).split()
+    assert {"capital", "france"} <= set(heard), heard
+    assert segments[0].words and 0.15 < segments[0].words[0].start < segments[0].words[-1].end <= len(samples) / RATE
+    with pytest.raises(SpeechModelError, match="English only"):
+        sphinx.transcribe(Audio(samples, RATE), TranscribeOptions(language="fr"))
+    assert list(sphinx.transcribe(Audio(np.zeros(16000, np.float32), RATE), TranscribeOptions()).segments) == []
+
+
+def test_whisper_base_is_assembled_from_its_pinned_pieces(tmp_path: Path) -> None:
+    folder = whisper_base_path(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+    assert folder.joinpath("model.bin").stat().st_size == WHISPER_BASE_FILES.size_bytes
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert whisper_base_path(tmp_path) == folder  # placed once
+
+
+def test_another_language_goes_to_the_multilingual_model(tmp_path: Path) -> None:
+    models = SpeechModels(threads=1, cache=tmp_path)
+    assert models.get(None).id == "whisper-tiny.en" and models.get("whisper-1", "en").id == "whisper-tiny.en"
+    assert models.get(None, "de").id == "whisper-base" and models.get("whisper-1", "zh").id == "whisper-base"
+    assert models.get("whisper-tiny.en", "de").id == "whisper-tiny.en"  # named: it refuses the language itself
+    assert SpeechModels(threads=1, cache=tmp_path, default="whisper-base").get(None).id == "whisper-base"
+    assert "whisper-base" not in SpeechModels(threads=1).ids  # nowhere to place it

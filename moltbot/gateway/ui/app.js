@@ -247,7 +247,7 @@ async function openVoice() {
     });
   });
   await voice.opened;
-  voiceSend({ type: "session.update", session: { temperature: Number($("temperature").value), input_audio_transcription: { partial_results: true } } });
+  voiceSend({ type: "session.update", session: { temperature: Number($("temperature").value) } });
   return voice.opened;
 }
 
@@ -361,7 +361,9 @@ async function talkStart() {
   voice.mode = "talk"; $("talk").classList.add("talking"); $("error").textContent = "";
   try {
     await openVoice();
-    voiceSend({ type: "session.update", session: { turn_detection: null } });
+    // Partial transcripts while the button is held (they would share the CPU with an answer made ahead
+    // in hands-free mode, where the server decides the turn: there the final transcript comes alone).
+    voiceSend({ type: "session.update", session: { turn_detection: null, input_audio_transcription: { partial_results: true } } });
     await startMic();
     stopPlayback(); voiceSend({ type: "response.cancel" });
     if (voice.mode !== "talk") return; // released while the microphone opened
@@ -389,7 +391,8 @@ async function handsFree() {
   setHandsFree(true); $("error").textContent = "";
   try {
     await openVoice();
-    voiceSend({ type: "session.update", session: { turn_detection: { type: "server_vad", silence_duration_ms: 500 } } });
+    const detection = { type: "server_vad", silence_duration_ms: 500 };
+    voiceSend({ type: "session.update", session: { turn_detection: detection, input_audio_transcription: { partial_results: false } } });
     await startMic();
     if (voice.mode === "handsfree") { micOn(true); voiceState("listening"); }
   } catch (error) { setHandsFree(false); show(error); }
