@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import openai
 import pytest
 import soundfile
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -229,6 +230,37 @@ def test_push_to_talk_with_partial_transcripts(server: Server, key: str) -> None
     assert kinds.index("conversation.item.input_audio_transcription.completed") < kinds.index("response.created")
     answer = events[-1]["response"]["output"][0]["content"][0]["transcript"]
     assert "paris" in answer.casefold(), answer
+
+
+# The SDK opens its connection outside a `with` block, which websockets 17 warns about.
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
+def test_the_openai_sdk_talks_to_it(server: Server, key: str) -> None:
+    # OpenAI's Python SDK (its beta Realtime client): it names its own model, sends the key as a bearer
+    # header and parses every event; push to talk with a commit and response.create.
+    question = speech(server, "What is the capital of France?")
+    http = httpx.Client(verify=server.verify)
+    client = openai.OpenAI(base_url=server.base_url, api_key=key, http_client=http, max_retries=0)
+    options = {"ssl": server.verify, "open_timeout": 30}
+    with client.beta.realtime.connect(model="gpt-4o-realtime-preview", websocket_connection_options=options) as conn:
+        conn.session.update(session={"turn_detection": None, "temperature": 0.6, "instructions": "Answer briefly."})
+        step = RATE // 5
+        for start in range(0, len(question), step):
+            conn.input_audio_buffer.append(audio=pcm(question[start : start + step]))
+        conn.input_audio_buffer.commit()
+        conn.response.create()
+        kinds, transcript, audio = [], "", 0
+        for event in conn:
+            kinds.append(event.type)
+            if event.type == "conversation.item.input_audio_transcription.completed":
+                transcript = event.transcript
+            if event.type == "response.audio.delta":
+                audio += len(base64.b64decode(event.delta))
+            if event.type == "response.done":
+                break
+    http.close()
+    assert kinds[0] == "session.created" and "session.updated" in kinds and "error" not in kinds, kinds
+    assert "france" in transcript.casefold() and audio > RATE  # more than half a second of answer
+    assert event.type == "response.done" and event.response.status == "completed"
 
 
 def test_keys_are_checked_in_the_handshake(server: Server, key: str) -> None:

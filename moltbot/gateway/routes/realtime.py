@@ -10,6 +10,8 @@ most MOLTBOT_REALTIME_MAX_SESSIONS run at once (the next is closed with 1013, tr
 
 `?session_id=sess_...` (a key with the `sessions` scope, its own session) continues a stored conversation
 and stores each turn in it, as the chat page's sessions do; its model answers unless `?model=` is given.
+OpenAI's realtime model names (`gpt-4o-realtime-preview`, `gpt-realtime`, ...), which its SDK always
+sends, stand for the voice model.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from moltbot.storage.keys import Scope
 router = APIRouter()
 log = logging.getLogger(__name__)
 _PROTOCOL_KEY = "openai-insecure-api-key."
+_OPENAI_REALTIME_MODELS = ("gpt-4o-realtime", "gpt-4o-mini-realtime", "gpt-realtime")
 _active = 0
 
 
@@ -76,7 +79,10 @@ async def realtime(websocket: WebSocket) -> None:
             await websocket.close(code=1008, reason="no such session")
             return
         stored = StoredConversation(gateway.sessions.repo, key.id, found)
-    model = websocket.query_params.get("model") or (stored.session.model if stored else gateway.voice_model)
+    asked = websocket.query_params.get("model") or ""
+    if asked.startswith(_OPENAI_REALTIME_MODELS):
+        asked = ""  # OpenAI's clients always name one of theirs: the voice model answers
+    model = asked or (stored.session.model if stored else gateway.voice_model)
     try:
         gateway.generation.generator(model)
     except Exception:  # noqa: BLE001 - any reason the model cannot answer: refused in the handshake
