@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     realtime_max_sessions: int = Field(default=8, ge=1, le=1024)
     realtime_idle_s: float = Field(default=120.0, gt=0, le=3600)
     realtime_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
+    # A live client that has not taken an event for this long (its buffers full) is disconnected.
+    realtime_send_timeout_s: float = Field(default=10.0, gt=0, le=600)
     # Per API key (0 turns one off), and failed authentications per client address.
     rate_limit_rpm: int = Field(default=1200, ge=0)
     rate_limit_tpm: int = Field(default=200_000, ge=0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import re
 import secrets
@@ -59,6 +60,12 @@ class RealtimeLimits:
 
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ClientGone(Exception):  # noqa: N818 - a state, not a fault of this code
+    """The client stopped taking events (or left): nothing more can be sent to it."""
+
+
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT}
 
 
@@ -237,6 +244,11 @@ class RealtimeSession:
     async def send(self, kind: str, **fields: Any) -> None:
         async with self._send_lock:
             await self.send_event({"type": kind, "event_id": _id("event"), **fields})
+
+    async def _send_quietly(self, kind: str, **fields: Any) -> None:
+        """Send from a background task: a client that is gone ends nothing but this send."""
+        with contextlib.suppress(ClientGone):
+            await self.send(kind, **fields)
 
     async def error(self, message: str, *, code: str = "invalid_request_error", param: str | None = None) -> None:
         await self.send(
@@ -445,7 +457,7 @@ class RealtimeSession:
         if new and item == self._item:
             delta = (" " if self._said else "") + " ".join(new)
             self._said += new
-            await self.send(
+            await self._send_quietly(
                 "conversation.item.input_audio_transcription.delta", item_id=item, content_index=0, delta=delta
             )
 
@@ -547,6 +559,17 @@ class RealtimeSession:
         guess: asyncio.Task[str] | None,
         ahead: tuple[asyncio.Task[None], Outbox] | None,
     ) -> None:
+        with contextlib.suppress(ClientGone):  # the connection closes; nothing to say to anyone
+            await self._turn_body(audio, item, respond, guess, ahead)
+
+    async def _turn_body(
+        self,
+        audio: np.ndarray,
+        item: str,
+        respond: bool,
+        guess: asyncio.Task[str] | None,
+        ahead: tuple[asyncio.Task[None], Outbox] | None,
+    ) -> None:
         try:
             # The guess started at the pause that ended the turn: no speech came after it.
             text = await guess if guess is not None else await self._transcribe(audio)
@@ -640,9 +663,12 @@ class RealtimeSession:
         except asyncio.CancelledError:
             status = "cancelled"
             raise
+        except ClientGone:
+            status = "failed"
         except Exception as exc:  # noqa: BLE001 - the turn fails, the conversation goes on
             status = "failed"
-            await self.error(str(exc) or type(exc).__name__, code="response_failed")
+            with contextlib.suppress(ClientGone):
+                await self.error(str(exc) or type(exc).__name__, code="response_failed")
         finally:
             text = "".join(said).strip()
             if text:
@@ -662,7 +688,8 @@ class RealtimeSession:
                 "usage": {"output_audio_seconds": round(audio_seconds, 3)},
                 "timing": self.timing.since_stop(),  # Moltbot's own: where the turn's time went
             }
-            await asyncio.shield(outbox.send("response.done", response=done))
+            with contextlib.suppress(ClientGone):
+                await asyncio.shield(outbox.send("response.done", response=done))
 
     async def _speak(self, clause: str, response_id: str, item_id: str, outbox: Outbox) -> float:
         """One clause spoken and sent; its seconds of audio."""

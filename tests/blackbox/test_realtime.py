@@ -4,8 +4,11 @@ Silero VAD, Whisper, the 0.5B instruct model, Piper clause by clause out; barge-
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +31,11 @@ WAIT_S = 120.0
 
 @pytest.fixture(scope="module")
 def server(make_data_dir: Callable[..., Path]) -> Iterator[Server]:
-    env = {"MOLTBOT_MODELS": json.dumps([INSTRUCT_MODEL]), "MOLTBOT_REALTIME_IDLE_S": "30"}
+    env = {
+        "MOLTBOT_MODELS": json.dumps([INSTRUCT_MODEL]),
+        "MOLTBOT_REALTIME_IDLE_S": "30",
+        "MOLTBOT_REALTIME_SEND_TIMEOUT_S": "2",
+    }
     with running_server(make_data_dir("realtime"), env) as srv:
         srv.wait_for_key(time.monotonic() + START_TIMEOUT_S)
         yield srv
@@ -312,3 +319,35 @@ def test_bad_events_get_errors_and_the_session_goes_on(server: Server, key: str)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     with httpx.Client(verify=server.verify) as client:
         assert client.get(server.base_url.removesuffix("/v1") + "/healthz").status_code == 200
+
+
+def test_a_client_that_stops_reading_is_let_go(server: Server, key: str) -> None:
+    # A client with a tiny receive window sends events that each get an answer (an error) and never
+    # reads: the buffers fill, the server's send waits MOLTBOT_REALTIME_SEND_TIMEOUT_S (2 s here) and
+    # drops the connection; others are served meanwhile and after.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", server.port))
+    url = server.base_url.replace("https://", "wss://").removesuffix("/v1") + "/v1/realtime"
+    deadline = time.monotonic() + WAIT_S
+    with connect(url, sock=raw, ssl=server.verify, additional_headers={"Authorization": f"Bearer {key}"}) as stuck:
+
+        def flood() -> None:
+            event = json.dumps({"type": "teleport", "padding": "x" * 200})
+            with contextlib.suppress(ConnectionClosed, OSError):  # ends when the server drops the connection
+                for _ in range(200_000):
+                    if time.monotonic() > deadline:
+                        return
+                    stuck.send(event)
+
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        while "the client stopped reading" not in server.stderr():
+            assert time.monotonic() < deadline, "the server kept a client that stopped reading"
+            time.sleep(0.2)
+        with open_session(server, key) as ws:  # the server goes on serving others
+            ws.recv(timeout=30)
+            ws.send(json.dumps({"type": "session.update", "session": {"temperature": 0.1}}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "session.updated"
+        sender.join(timeout=max(1.0, deadline - time.monotonic()))
+        assert not sender.is_alive()
